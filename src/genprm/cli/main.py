@@ -1,0 +1,138 @@
+"""``genprm``: verify math solutions step by step with a generative process reward model.
+
+Each command parses options into the same config record the Python API takes and calls one public
+function. User errors print one line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from genprm.cli.summary import print_solution
+from genprm.engines import available_engines
+from genprm.engines.models import REGISTRY, model_dir
+from genprm.errors import GenPRMError
+from genprm.io import count_records
+from genprm.protocol.chat import AssistantHeader
+from genprm.protocol.prompts import Mode
+from genprm.verifier import Progress as VerifyProgress
+from genprm.verifier import VerifyConfig, verify
+
+app = typer.Typer(
+    help="Generative process reward models: verify math solutions step by step (GenPRM).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+@app.command("verify")
+def verify_command(
+    input: Path = typer.Argument(..., help="JSON or JSONL records {\"problem\": str, \"steps\": [str, ...]}."),
+    model: str = typer.Option(
+        "smollm2-135m-instruct", "--model", "-m",
+        help="A .gguf path, a built-in name (see `genprm models`), or owner/repo:file.gguf on the Hub.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", "-o",
+        help="JSONL file to append results to; records already in it are skipped. Default: stdout.",
+    ),
+    n: int = typer.Option(1, "--n", "-n", help="Verification paths per step; rewards are averaged (Maj@N)."),
+    mode: Mode = typer.Option(Mode.FULL, help="full: analysis+code+execution; analyze; code-no-exec; direct."),
+    paths: str = typer.Option(
+        "independent", help="independent: own history and code namespace per path; shared: path 0's history."
+    ),
+    threshold: float = typer.Option(0.5, help="A step whose reward is below this is an error."),
+    stop_at_first_error: bool = typer.Option(
+        False, "--stop-at-first-error", help="Stop a solution at its first wrong step (saves compute)."
+    ),
+    temperature: float = typer.Option(0.6, help="Sampling temperature."),
+    top_p: float = typer.Option(0.95, help="Nucleus sampling mass."),
+    top_k: int = typer.Option(20, help="Top-k sampling (0 disables)."),
+    max_step_tokens: int = typer.Option(2048, help="Generated-token budget per step and path."),
+    max_code_rounds: int = typer.Option(3, help="Code blocks executed per step before degrading to analysis."),
+    first_turn: str = typer.Option("question", help="question: 'Question: {problem}\\n\\n{step}'; plain."),
+    assistant_header: AssistantHeader = typer.Option(
+        AssistantHeader.TEMPLATE, help="How a step's prompt ends: template (as trained), generation-prompt, none."
+    ),
+    reward_temperature: float = typer.Option(1.0, help="Temperature on the Yes/No logits when reading rewards."),
+    seed: int = typer.Option(0, help="Base random seed."),
+    code_timeout: float = typer.Option(5.0, help="Wall-clock seconds per code run in the sandbox."),
+    engine: str = typer.Option("llamacpp", help=f"Inference engine: {', '.join(available_engines())}."),
+    n_ctx: Optional[int] = typer.Option(None, help="llama.cpp context length (default: min(16384, model's))."),
+    threads: Optional[int] = typer.Option(None, help="llama.cpp CPU threads (default: all cores)."),
+    chat_template: Optional[Path] = typer.Option(None, help="A Jinja chat template file overriding the model's."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-step summary, only the progress bar."),
+) -> None:
+    """Verify each solution step by step and write one JSONL record per solution."""
+    try:
+        config = VerifyConfig(
+            n=n, mode=mode, paths=paths, threshold=threshold, stop_at_first_error=stop_at_first_error,
+            temperature=temperature, top_p=top_p, top_k=top_k, max_step_tokens=max_step_tokens,
+            max_code_rounds=max_code_rounds, first_turn=first_turn, assistant_header=assistant_header,
+            reward_temperature=reward_temperature, seed=seed, code_timeout_s=code_timeout,
+        )
+    except (ValueError, GenPRMError) as exc:
+        _fail(_one_line(exc))
+    options: dict[str, Any] = {}
+    if engine == "llamacpp":
+        options = {k: v for k, v in {"n_ctx": n_ctx, "n_threads": threads}.items() if v is not None}
+    template = chat_template.read_text(encoding="utf-8") if chat_template else None
+    total = count_records(input)
+    with Progress(
+        TextColumn("[bold]verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"), console=err, transient=False,
+    ) as bar:
+        task = bar.add_task("verify", total=total, note="loading model")
+
+        def report(event: VerifyProgress) -> None:
+            note = f"{event.skipped} already done" if event.skipped else ""
+            bar.update(task, completed=event.done + event.skipped, note=note)
+            if event.result is None:
+                return
+            if out is None:
+                sys.stdout.write(json.dumps(event.result.to_dict(), ensure_ascii=False) + "\n")
+                sys.stdout.flush()
+            if not quiet:
+                record = event.result.record
+                label = record.get("id", f"record {event.done + event.skipped - 1}")
+                print_solution(bar.console, event.result, f"{label}: {len(event.result.steps)} step(s)")
+
+        try:
+            verify(
+                input, model=model, config=config, out=out, engine=engine, engine_options=options,
+                chat_template=template, on_progress=report,
+            )
+        except GenPRMError as exc:
+            _fail(_one_line(exc))
+        bar.update(task, note="done")
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the models genprm knows by name and where it looks for them."""
+    for entry in REGISTRY.values():
+        err.print(f"[bold]{entry.name}[/]  {entry.description}", highlight=False)
+    err.print(f"\nNamed models are looked for in {model_dir()} (set GENPRM_MODEL_DIR).", highlight=False)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return " ".join(text.split()) if text else type(exc).__name__
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,253 @@
+"""The embedded CPU engine: GGUF models through llama.cpp (``pip install 'genprm[llamacpp]'``).
+
+One model, one KV cache, in this process. Two things make GenPRM cheap here:
+
+* **Prefix reuse.** A path's stages and steps extend the same conversation, so each call only
+  evaluates the tokens after the longest prefix already in the KV cache.
+* **Saved states.** With N independent paths the cache would thrash between paths' histories; after
+  each verdict read we keep a copy of the KV state (bounded by ``state_cache_mb``) and restore the
+  one sharing the longest prefix with the next prompt, instead of re-evaluating the history.
+
+Sampling follows the protocol's parameters with llama.cpp's extra filters off (``min_p=0``,
+``repeat_penalty=1``). llama.cpp applies top-k and top-p before temperature, vLLM after; the
+difference only matters when sampling, never for the verdict probabilities.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import numpy as np
+
+from genprm.engines.base import (
+    Engine,
+    FinishReason,
+    Generation,
+    GenerationRequest,
+    LogprobRequest,
+    Prompt,
+    TokenLogprobs,
+)
+from genprm.engines.models import resolve_gguf
+from genprm.errors import EngineError, ModelNotFoundError
+
+DEFAULT_CTX = 16384
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class _StateCache:
+    """Saved KV states keyed by their token prefix, least recently used evicted past a byte budget."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.budget = budget_bytes
+        self.states: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        self.bytes = 0
+
+    def best(self, tokens: Sequence[int]) -> tuple[int, Any]:
+        best_len, best_key = 0, None
+        for key in self.states:
+            n = _common_prefix(key, tokens)
+            if n > best_len:
+                best_len, best_key = n, key
+        if best_key is None:
+            return 0, None
+        self.states.move_to_end(best_key)
+        return best_len, self.states[best_key]
+
+    def put(self, state: Any) -> None:
+        if self.budget <= 0 or state.llama_state_size > self.budget:
+            return
+        key = tuple(state.input_ids[: state.n_tokens].tolist())
+        if key in self.states:
+            self.bytes -= self.states.pop(key).llama_state_size
+        self.states[key] = state
+        self.bytes += state.llama_state_size
+        while self.bytes > self.budget and self.states:
+            _, old = self.states.popitem(last=False)
+            self.bytes -= old.llama_state_size
+
+
+class LlamaCppEngine(Engine):
+    """A GGUF model run by llama.cpp on the CPU."""
+
+    name = "llamacpp"
+    max_batch = 1
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_batch: int = 512,
+        state_cache_mb: int = 1024,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__()
+        self.path = resolve_gguf(model)
+        self._model_name = model
+        threads = n_threads or max(1, os.cpu_count() or 1)
+        try:
+            probe = llama_cpp.Llama(str(self.path), vocab_only=True, verbose=verbose)
+            train_ctx = probe._model.n_ctx_train()
+            del probe
+            self.llm = llama_cpp.Llama(
+                str(self.path),
+                n_ctx=min(n_ctx or DEFAULT_CTX, train_ctx) if train_ctx > 0 else (n_ctx or DEFAULT_CTX),
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_batch=n_batch,
+                logits_all=False,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelNotFoundError(f"llama.cpp could not load {self.path}: {exc}") from exc
+        self._vocab = self.llm._model.vocab
+        self._add_bos = bool(self.llm._model.add_bos_token())
+        self._bos = self.llm.token_bos()
+        self._states = _StateCache(state_cache_mb * 2**20)
+        self._lock = threading.Lock()
+
+    # -- tokens ---------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of a whole prompt: special tokens parsed, BOS added if the model wants one."""
+        ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        if self._add_bos and self._bos >= 0 and (not ids or ids[0] != self._bos):
+            ids.insert(0, self._bos)
+        return ids
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self.llm.detokenize(list(tokens), special=True).decode("utf-8", errors="replace")
+
+    def _special_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="replace")
+
+    @property
+    def chat_template(self) -> str | None:
+        return self.llm.metadata.get("tokenizer.chat_template")
+
+    @property
+    def special_tokens(self) -> dict[str, str]:
+        return {"bos_token": self._special_text(self._bos), "eos_token": self._special_text(self.llm.token_eos())}
+
+    @property
+    def model_id(self) -> str:
+        return Path(self.path).name
+
+    # -- cache ----------------------------------------------------------------------------------
+    def _position(self, tokens: list[int]) -> int:
+        """Make the KV cache hold the longest available prefix of ``tokens``; return its length."""
+        current = _common_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
+        saved, state = self._states.best(tokens)
+        if state is not None and saved > current + 16:
+            self.llm.load_state(state)
+            self.stats.extra["state_restores"] = self.stats.extra.get("state_restores", 0) + 1
+            return saved
+        return current
+
+    def _check_room(self, n_prompt: int, n_new: int) -> int:
+        room = self.llm.n_ctx() - n_prompt
+        if room <= 0:
+            raise EngineError(f"prompt of {n_prompt} tokens does not fit the context of {self.llm.n_ctx()}")
+        return min(n_new, room)
+
+    # -- operations -----------------------------------------------------------------------------
+    def _tokens(self, prompt: Prompt) -> list[int]:
+        return self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        with self._lock:
+            return [self._generate_one(r) for r in requests]
+
+    def _generate_one(self, request: GenerationRequest) -> Generation:
+        started = time.perf_counter()
+        params = request.params
+        tokens = self._tokens(request.prompt)
+        max_new = self._check_room(len(tokens), params.max_tokens)
+        cached = min(self._position(tokens), len(tokens) - 1)
+        self.llm.set_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little"))
+        raw = bytearray()
+        text = ""
+        produced = 0
+        finish: FinishReason = "length"
+        stop_hit: str | None = None
+        longest_stop = max((len(s) for s in params.stop), default=0)
+        for token in self.llm.generate(
+            tokens,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            min_p=0.0,
+            typical_p=1.0,
+            temp=params.temperature,
+            repeat_penalty=1.0,
+            reset=True,
+        ):
+            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                finish = "eos"
+                break
+            produced += 1
+            raw += self.llm.detokenize([token], special=False)
+            scan_from = max(0, len(text) - longest_stop)
+            text = raw.decode("utf-8", errors="ignore")
+            hits = [(text.find(s, scan_from), s) for s in params.stop]
+            hits = [(at, s) for at, s in hits if at >= 0]
+            if hits:
+                at, stop_hit = min(hits)
+                text, finish = text[: at + len(stop_hit)], "stop"
+                break
+            if produced >= max_new:
+                break
+        seconds = time.perf_counter() - started
+        self._count(len(tokens), cached, produced, seconds)
+        return Generation(text, finish, stop_hit, len(tokens), produced, cached, seconds)
+
+    def next_token_logprobs(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+        with self._lock:
+            return [self._logprobs_one(r) for r in requests]
+
+    def _logprobs_one(self, request: LogprobRequest) -> TokenLogprobs:
+        started = time.perf_counter()
+        tokens = list(request.prompt)
+        self._check_room(len(tokens), 1)
+        cached = min(self._position(tokens), len(tokens) - 1)
+        self.llm.n_tokens = cached
+        self.llm.eval(tokens[cached:])
+        pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).astype(np.float64)
+        top = logits.max()
+        log_z = top + np.log(np.exp(logits - top).sum())
+        result = {c: float(logits[c] - log_z) for c in request.candidates}
+        self._states.put(self.llm.save_state())
+        seconds = time.perf_counter() - started
+        self._count(len(tokens), cached, 0, seconds)
+        return TokenLogprobs(result, prompt_tokens=len(tokens), cached_prompt_tokens=cached, seconds=seconds)
+
+    def _count(self, prompt: int, cached: int, completion: int, seconds: float) -> None:
+        self.stats.requests += 1
+        self.stats.prompt_tokens += prompt
+        self.stats.cached_prompt_tokens += cached
+        self.stats.completion_tokens += completion
+        self.stats.seconds += seconds
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None  # type: ignore[assignment]

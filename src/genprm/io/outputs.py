@@ -1,0 +1,62 @@
+"""Append results to a JSONL file as each finishes, and find what an earlier run already did."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from genprm.errors import InputError
+
+
+class ResultWriter:
+    """Appends one JSON line per finished record and flushes it to disk at once.
+
+    A run killed mid-write can leave a partial last line; opening the file again cuts it off, so
+    only whole records count as done. Records already written are never rewritten.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.done: dict[str, dict[str, Any]] = self._load_and_repair()
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def _load_and_repair(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        done: dict[str, dict[str, Any]] = {}
+        good_bytes = 0
+        with self.path.open("rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                if not raw.endswith(b"\n"):
+                    break
+                try:
+                    obj = json.loads(raw)
+                except json.JSONDecodeError:
+                    raise InputError("not a genprm result line", path=str(self.path), line=lineno) from None
+                if isinstance(obj, dict) and obj.get("key"):
+                    done[obj["key"]] = obj
+                good_bytes += len(raw)
+        if good_bytes < self.path.stat().st_size:
+            with self.path.open("r+b") as f:
+                f.truncate(good_bytes)
+        return done
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append ``record`` and make it durable before returning."""
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        if record.get("key"):
+            self.done[record["key"]] = record
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,66 @@
+"""Settings of the code sandbox, validated once so a bad value fails at construction time."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+Isolation = Literal["auto", "bwrap", "rlimits"]
+_ISOLATIONS: tuple[str, ...] = ("auto", "bwrap", "rlimits")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits and isolation of one code session.
+
+    timeout_s: wall-clock seconds one ``run`` may take; enforced by the parent, which then SIGKILLs
+        the worker and everything it spawned.
+    memory_mb: address-space limit (RLIMIT_AS) of each sandboxed process.
+    cpu_s: CPU seconds each sandboxed process may burn over its whole life (RLIMIT_CPU); a backstop
+        behind ``timeout_s``. When hit, the worker dies and the session restarts a fresh one.
+    max_processes: processes/threads the worker may create (RLIMIT_NPROC; only enforced when the
+        worker runs under a non-root uid, which is arranged when we are root).
+    max_file_mb: largest file the code may write (RLIMIT_FSIZE).
+    max_output_chars: output kept per run; the rest is counted and replaced by a marker.
+    isolation: "bwrap" (namespaces + rlimits, raise if unusable), "rlimits" (resource limits only)
+        or "auto" (bwrap when usable, else rlimits with a one-time warning).
+    preimport: modules imported in the worker before it reports ready, so checks start warm.
+    pool_size: idle warm workers the process-wide pool keeps for this configuration (0: no pool).
+    """
+
+    timeout_s: float = 5.0
+    memory_mb: int = 2048
+    cpu_s: int = 120
+    max_processes: int = 64
+    max_file_mb: int = 64
+    max_output_chars: int = 65536
+    isolation: Isolation = "auto"
+    preimport: tuple[str, ...] = ("sympy", "numpy", "scipy")
+    pool_size: int = 2
+
+    def __post_init__(self) -> None:
+        """Reject values that would make the sandbox useless or unsafe, naming the parameter."""
+        t = self.timeout_s
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ValueError(f"timeout_s={t!r}: must be a finite number of seconds > 0")
+        _check_int("memory_mb", self.memory_mb, 128)
+        _check_int("cpu_s", self.cpu_s, 1)
+        _check_int("max_processes", self.max_processes, 1)
+        _check_int("max_file_mb", self.max_file_mb, 1)
+        _check_int("max_output_chars", self.max_output_chars, 1)
+        _check_int("pool_size", self.pool_size, 0)
+        if self.isolation not in _ISOLATIONS:
+            raise ValueError(f"isolation={self.isolation!r}: must be one of {', '.join(_ISOLATIONS)}")
+        if isinstance(self.preimport, str) or not isinstance(self.preimport, tuple):
+            raise ValueError(f"preimport={self.preimport!r}: must be a tuple of module names")
+        for name in self.preimport:
+            parts = name.split(".") if isinstance(name, str) else []
+            if not parts or not all(p.isidentifier() for p in parts):
+                raise ValueError(f"preimport={self.preimport!r}: {name!r} is not a module name")
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    """Integers only (not bool), at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r}: must be an integer >= {minimum}")

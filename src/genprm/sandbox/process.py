@@ -1,0 +1,305 @@
+"""One worker process seen from the parent: spawn, handshake, run with a wall clock, kill.
+
+All waiting happens here, in the parent, with ``poll`` on non-blocking pipes: the worker is never
+trusted to stop itself. On timeout or any protocol surprise the whole worker (its bwrap pid
+namespace, or its process group in rlimits mode) is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import signal
+import stat
+import struct
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from genprm.errors import SandboxUnavailableError
+from genprm.sandbox import isolation
+from genprm.sandbox.config import SandboxConfig
+from genprm.sandbox.messages import (
+    TIMEOUT_MESSAGE,
+    WORKER_DIED_NAME,
+    format_error,
+    format_timeout,
+    format_truncation,
+)
+
+_HEADER = struct.Struct(">I")
+STARTUP_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker is started with; equal specs give interchangeable (poolable) workers."""
+
+    isolation: str
+    memory_mb: int
+    cpu_s: int
+    max_processes: int
+    max_file_mb: int
+    preimport: tuple[str, ...]
+
+    @classmethod
+    def from_config(cls, config: SandboxConfig) -> WorkerSpec:
+        """Resolve "auto" isolation now (may raise SandboxUnavailableError)."""
+        mode = isolation.resolve_isolation(config.isolation, config.preimport)
+        return cls(mode, config.memory_mb, config.cpu_s, config.max_processes, config.max_file_mb,
+                   config.preimport)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The transcript text of one run, and whether the worker is gone afterwards."""
+
+    text: str
+    worker_lost: bool
+
+
+class _ProtocolError(Exception):
+    """The worker said something that is not a well-formed reply."""
+
+
+class Worker:
+    """A started, ready worker owned by exactly one session (or idle in the pool)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        self.spec = spec
+        self._owner_pid = os.getpid()
+        self._seq = 0
+        self._closed = False
+        self._buf = bytearray()
+        self.info: dict[str, Any] = {}
+        self.scratch = tempfile.mkdtemp(prefix="genprm-sbx-")
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.proc = self._spawn()
+        except OSError as e:
+            self._cleanup_files()
+            raise SandboxUnavailableError(f"could not start the sandbox worker: {e}") from e
+        self._in = self.proc.stdin.fileno() if self.proc.stdin else -1
+        self._out = self.proc.stdout.fileno() if self.proc.stdout else -1
+        os.set_blocking(self._in, False)
+        os.set_blocking(self._out, False)
+        try:
+            self._handshake()
+        except BaseException:
+            self.close()
+            raise
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        """Start bwrap (or the bare interpreter) with limits configured for the worker to apply."""
+        spec = self.spec
+        drop = isolation.can_drop_root(spec.isolation, spec.preimport)
+        uid = isolation.allocate_uid() if drop else None
+        if uid is not None:
+            os.chown(self.scratch, uid, uid)
+        # bwrap (root, but without CAP_DAC_OVERRIDE) must be able to chdir into the uid's folder
+        os.chmod(self.scratch, 0o711 if uid is not None else 0o700)
+        cfg = {
+            "memory_mb": spec.memory_mb, "cpu_s": spec.cpu_s, "max_processes": spec.max_processes,
+            "max_file_mb": spec.max_file_mb, "preimport": list(spec.preimport), "drop_uid": uid,
+            "extra_paths": list(isolation.module_roots(spec.preimport)),
+            "in_pidns": spec.isolation == "bwrap", "pdeathsig": spec.isolation != "bwrap",
+            "parent_pid": os.getpid(),
+        }
+        command = isolation.worker_command(json.dumps(cfg))
+        if spec.isolation == "bwrap":
+            bwrap, reason = isolation.bwrap_status(spec.preimport)
+            if bwrap is None:
+                raise SandboxUnavailableError(f"bubblewrap became unusable: {reason}")
+            command = isolation.bwrap_argv(bwrap, self.scratch, spec.preimport, drop, command)
+            cwd, home = "/", isolation.SCRATCH_IN_SANDBOX
+        else:
+            cwd, home = self.scratch, self.scratch
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=self._stderr, cwd=cwd, env=isolation.sandbox_env(home),
+                                start_new_session=True, close_fds=True)
+
+    def _handshake(self) -> None:
+        """Wait for 'ready'; anything else means the sandbox itself cannot run."""
+        try:
+            msg = self._read_message(time.monotonic() + STARTUP_TIMEOUT_S, 1 << 20)
+        except _ProtocolError as e:
+            msg = None
+            why = str(e)
+        else:
+            why = "timed out" if msg is None else f"unexpected first message {msg!r:.200}"
+        if msg is not None and msg.get("kind") == "ready":
+            self.info = msg
+            return
+        self.kill()
+        self._stderr.seek(0)
+        err = self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
+        raise SandboxUnavailableError(
+            f"sandbox worker ({self.spec.isolation}) failed to start: {why}; "
+            f"exit status {self.proc.returncode}; stderr: {err or '(empty)'}"
+        )
+
+    def alive(self) -> bool:
+        """True while the worker process runs and has not been closed."""
+        return not self._closed and self.proc.poll() is None
+
+    def execute(self, code: str, timeout_s: float, max_chars: int) -> RunResult:
+        """Run ``code`` and return the transcript text; never raises for anything the code does."""
+        self._seq += 1
+        body = json.dumps({"seq": self._seq, "code": code, "limit": max_chars}).encode("utf-8", "replace")
+        deadline = time.monotonic() + timeout_s
+        try:
+            if not self._write_all(_HEADER.pack(len(body)) + body, deadline):
+                return self._lost(TIMEOUT_MESSAGE)
+            reply = self._read_message(deadline, 16 * max_chars + (1 << 20))
+        except _ProtocolError as e:
+            return self._lost(format_error(WORKER_DIED_NAME, str(e)))
+        if reply is None:
+            return self._lost(TIMEOUT_MESSAGE)
+        if reply.get("seq") != self._seq:
+            return self._lost(format_error(WORKER_DIED_NAME, "sandbox protocol out of step"))
+        try:
+            text = self._render(reply)
+        except (KeyError, TypeError, ValueError) as e:
+            return self._lost(format_error(WORKER_DIED_NAME, f"malformed reply ({e})"))
+        if reply.get("recycle"):
+            return self._lost(text)
+        return RunResult(text, worker_lost=False)
+
+    @staticmethod
+    def _render(reply: dict[str, Any]) -> str:
+        kind = reply["kind"]
+        dropped = int(reply.get("dropped", 0))
+        if kind == "ok":
+            text = str(reply["out"])
+        elif kind == "error":
+            text = format_error(str(reply["type"]), str(reply["msg"]))
+        elif kind == "timeout":
+            text = format_timeout(str(reply["msg"]))
+        else:
+            raise ValueError(f"unknown kind {kind!r}")
+        return text + format_truncation(dropped) if dropped > 0 else text
+
+    def _lost(self, text: str) -> RunResult:
+        """Kill the worker and return what the transcript should say."""
+        self.kill()
+        return RunResult(text, worker_lost=True)
+
+    def _write_all(self, data: bytes, deadline: float) -> bool:
+        view = memoryview(data)
+        poller = select.poll()
+        poller.register(self._in, select.POLLOUT)
+        while view:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            if not poller.poll(left * 1000):
+                continue
+            try:
+                view = view[os.write(self._in, view) :]
+            except BlockingIOError:
+                continue
+            except OSError as e:  # EPIPE: the worker is gone
+                raise _ProtocolError(self._death_note(f"worker pipe closed ({e.strerror})")) from e
+        return True
+
+    def _read_message(self, deadline: float, max_bytes: int) -> dict[str, Any] | None:
+        """One length-prefixed JSON message; None on timeout; _ProtocolError on EOF/garbage."""
+        poller = select.poll()
+        poller.register(self._out, select.POLLIN)
+        while True:
+            if len(self._buf) >= _HEADER.size:
+                (size,) = _HEADER.unpack_from(self._buf)
+                if size > max_bytes:
+                    raise _ProtocolError(f"oversized reply ({size} bytes)")
+                if len(self._buf) >= _HEADER.size + size:
+                    body = bytes(self._buf[_HEADER.size : _HEADER.size + size])
+                    del self._buf[: _HEADER.size + size]
+                    try:
+                        msg = json.loads(body.decode("utf-8"))
+                    except ValueError as e:
+                        raise _ProtocolError(f"garbled reply ({e})") from e
+                    if not isinstance(msg, dict):
+                        raise _ProtocolError("garbled reply (not an object)")
+                    return msg
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            if not poller.poll(min(left, 3600.0) * 1000):
+                continue
+            try:
+                chunk = os.read(self._out, 1 << 20)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                raise _ProtocolError(self._death_note("worker process died"))
+            self._buf += chunk
+
+    def _death_note(self, what: str) -> str:
+        """'worker process died (killed by signal SIGSEGV)' and the like."""
+        try:
+            code = self.proc.wait(timeout=2.0)
+        except subprocess.TimeoutExpired:
+            return what
+        if self.spec.isolation == "bwrap" and code > 128:
+            code = -(code - 128)  # bwrap reports a signal death of its child as 128 + signo
+        if code < 0:
+            try:
+                return f"{what} (killed by signal {signal.Signals(-code).name})"
+            except ValueError:
+                return f"{what} (killed by signal {-code})"
+        return f"{what} (exit status {code})"
+
+    def kill(self) -> None:
+        """SIGKILL the worker and everything in its process group / pid namespace; reap it."""
+        if self.proc.returncode is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=10.0)
+        except subprocess.TimeoutExpired:
+            pass
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        """Kill the worker and delete its scratch folder (only in the process that started it)."""
+        if self._closed or os.getpid() != self._owner_pid:
+            return
+        self._closed = True
+        self.kill()
+        self._cleanup_files()
+
+    def _cleanup_files(self) -> None:
+        try:
+            self._stderr.close()
+        except OSError:
+            pass
+        _rmtree(self.scratch)
+
+
+def _rmtree(path: str) -> None:
+    """Delete a scratch folder even if the code chmod-ed parts of it unreadable."""
+
+    def fix(func: Any, p: str, _exc: Any) -> None:
+        try:
+            os.chmod(os.path.dirname(p) or p, stat.S_IRWXU)
+            os.chmod(p, stat.S_IRWXU)
+            func(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=fix)

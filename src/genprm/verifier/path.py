@@ -1,0 +1,184 @@
+"""One verification path on one step, as a coroutine: the protocol without any I/O.
+
+The coroutine yields what it needs (a generation, the verdict log-probabilities, a code run) and
+receives the answer. Keeping the protocol free of engines and sandboxes is what lets a plain loop,
+a batching driver and a concurrent scheduler all run *the same* path semantics.
+
+Stages (exact strings in :mod:`genprm.protocol.prompts`):
+1. ``<analyze>`` lead-in, generate to ``</analyze>\\n``.
+2. ``<verify>`` lead-in with an open ```` ```python ```` fence; generate to the fence's end or to the
+   judgement; run the last code block, splice ``[Code Output]``; repeat. Past ``max_code_rounds``
+   requests or the token budget, the verify part is dropped and the turn closes after the analysis.
+3. ``<output>\\n**Judgement**: $\\boxed``: read P(Yes) from the next-token distribution, then close
+   the turn with the chosen verdict so it can stand in later steps' history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from genprm.engines.base import Generation, GenerationRequest, LogprobRequest, SamplingParams, TokenLogprobs
+from genprm.protocol import prompts as P
+from genprm.protocol.parse import last_code_block
+from genprm.protocol.verdict import choose_verdict, read_verdict, verdict_probe
+from genprm.sandbox.messages import NO_CODE_FOUND
+from genprm.verifier.config import VerifyConfig
+from genprm.verifier.records import CodeRun, PathStep
+
+
+@dataclass(frozen=True)
+class Generate:
+    """Ask the driver to continue a prompt."""
+
+    request: GenerationRequest
+
+
+@dataclass(frozen=True)
+class ScoreTokens:
+    """Ask the driver for candidate-token log-probabilities."""
+
+    request: LogprobRequest
+
+
+@dataclass(frozen=True)
+class ExecuteCode:
+    """Ask the driver to run model-written code in this path's sandbox session."""
+
+    code: str
+
+
+Action = Generate | ScoreTokens | ExecuteCode
+PathCoroutine = Generator[Action, Any, PathStep]
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 31-bit seed from any parts, so reruns sample the same paths."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
+
+
+class _Turn:
+    """Mutable state of one path's turn while its coroutine runs."""
+
+    def __init__(self, path: int) -> None:
+        self.text = ""
+        self.step = PathStep(path=path, text="", verdict="", reward=None, readable=False)
+        self.generated = 0
+        self.started = time.perf_counter()
+
+    def account(self, out: Generation) -> None:
+        self.generated += out.completion_tokens
+        self.step.prompt_tokens += out.prompt_tokens
+        self.step.cached_prompt_tokens += out.cached_prompt_tokens
+        self.step.completion_tokens += out.completion_tokens
+        self.step.engine_calls += 1
+
+
+def verify_step_path(
+    config: VerifyConfig,
+    conversation: str,
+    step_number: int,
+    path: int,
+    tokenize: Callable[[str], list[int]],
+    seed: int,
+) -> PathCoroutine:
+    """Verify step ``step_number`` (from 1) on one path; ``conversation`` ends with the assistant header."""
+    turn = _Turn(path)
+    mode = config.mode
+    calls = 0
+
+    def generate(stops: tuple[str, ...]) -> Generator[Action, Any, Generation]:
+        nonlocal calls
+        calls += 1
+        params = SamplingParams(
+            max_tokens=max(1, config.max_step_tokens - turn.generated),
+            temperature=config.temperature,
+            top_p=config.top_p,
+            top_k=config.top_k,
+            stop=stops,
+            seed=derive_seed(seed, calls),
+        )
+        out: Generation = yield Generate(GenerationRequest(prompt=conversation + turn.text, params=params))
+        turn.account(out)
+        return out
+
+    analysis = ""
+    if mode.analyzes:
+        turn.text = P.analyze_prefix(step_number)
+        out = yield from generate((P.ANALYZE_END,))
+        turn.text += out.text
+        analysis = turn.text.split(P.ANALYZE_END.strip())[0]
+        if out.finish_reason != "stop":
+            turn.step.degraded = "token-budget" if out.finish_reason == "length" else "eos"
+            turn.text = analysis + P.ANALYZE_END
+        elif mode.writes_code:
+            yield from _verify_stage(config, turn, generate, analysis)
+    if not turn.text.endswith(P.OUTPUT_PREFIX):
+        turn.text += P.OUTPUT_PREFIX
+
+    probe = verdict_probe(tokenize, conversation + turn.text)
+    scored: TokenLogprobs = yield ScoreTokens(LogprobRequest(probe.prompt, (probe.yes_token, probe.no_token)))
+    turn.step.prompt_tokens += scored.prompt_tokens
+    turn.step.cached_prompt_tokens += scored.cached_prompt_tokens
+    turn.step.engine_calls += 1
+    reading = read_verdict(
+        scored.logprobs.get(probe.yes_token),
+        scored.logprobs.get(probe.no_token),
+        temperature=config.reward_temperature,
+        min_mass=config.min_verdict_mass,
+    )
+    verdict = choose_verdict(reading, config.temperature, random.Random(derive_seed(seed, "verdict")))
+    turn.text += P.verdict_close(verdict)
+
+    step = turn.step
+    step.text, step.verdict, step.reward, step.readable = turn.text, verdict, reading.reward, reading.readable
+    step.p_yes, step.p_no, step.unreadable_reason = reading.p_yes, reading.p_no, reading.reason
+    step.seconds = time.perf_counter() - turn.started
+    return step
+
+
+def _verify_stage(
+    config: VerifyConfig,
+    turn: _Turn,
+    generate: Callable[[tuple[str, ...]], Generator[Action, Any, Generation]],
+    analysis: str,
+) -> Generator[Action, Any, None]:
+    """Stage 2: code rounds until the model reaches its judgement, or degrade to analysis only."""
+    executes = config.mode.executes
+    stops = (P.CODE_BLOCK_END, P.OUTPUT_END, P.OUTPUT_TAG) if executes else (P.OUTPUT_END, P.OUTPUT_TAG)
+    turn.text += P.VERIFY_PREFIX
+    requests = 0
+    while True:
+        if requests >= config.max_code_rounds or turn.generated >= config.max_step_tokens:
+            reason = "code-rounds" if requests >= config.max_code_rounds else "token-budget"
+            break
+        before = len(turn.text)
+        out = yield from generate(stops)
+        requests += 1
+        turn.text += out.text
+        if out.stop_string in (P.OUTPUT_TAG, P.OUTPUT_END):
+            # The model reached its judgement: replace whatever it wrote from <output> on with the
+            # exact output lead-in, so the verdict is read at the trained position.
+            cut = turn.text.rfind(P.OUTPUT_TAG, before)
+            if cut < 0:
+                cut = len(turn.text) - len(out.text) + out.text.rfind(P.OUTPUT_END)
+            turn.text = turn.text[:cut] + P.OUTPUT_PREFIX
+            return
+        if out.stop_string == P.CODE_BLOCK_END:
+            code = last_code_block(turn.text)
+            started = time.perf_counter()
+            output: str = NO_CODE_FOUND if code is None else (yield ExecuteCode(code))
+            turn.step.code_runs.append(
+                CodeRun(round=requests, code=code or "", output=output, seconds=time.perf_counter() - started)
+            )
+            turn.text += P.code_output_block(output)
+            continue
+        reason = "token-budget" if out.finish_reason == "length" else "eos"
+        break
+    turn.step.degraded = reason
+    turn.text = analysis + P.ANALYZE_END + P.OUTPUT_PREFIX
