@@ -108,7 +108,7 @@ def test_full_mode_stages_are_byte_exact(r1_template):
         "[Code Output]\n\n```\n5\n```\nThe code confirms it.\n</verify>\n"
         "<output>\n**Judgement**: $\\boxed{" + step.verdict + "}$\n</output>\n"
     )
-    assert step.reward == 0.75
+    assert abs(step.reward - 0.75) < 1e-12
     assert step.code_runs[0].output == "5"
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 import llama_cpp
 import numpy as np
+from llama_cpp._utils import suppress_stdout_stderr
 
 from genprm.engines.base import (
     Engine,
@@ -39,6 +40,16 @@ from genprm.engines.models import resolve_gguf
 from genprm.errors import EngineError, ModelNotFoundError
 
 DEFAULT_CTX = 16384
+
+
+def _quiet_native_logs(verbose: bool) -> None:
+    """llama.cpp logs warnings from C before ``Llama(verbose=False)`` takes effect; silence them."""
+    try:
+        from llama_cpp import _logger
+
+        _logger.set_verbose(verbose)
+    except (ImportError, AttributeError):  # a llama-cpp-python without the hook: keep its default
+        pass
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -102,9 +113,12 @@ class LlamaCppEngine(Engine):
         self.path = resolve_gguf(model)
         self._model_name = model
         threads = n_threads or max(1, os.cpu_count() or 1)
+        _quiet_native_logs(verbose)
         try:
-            probe = llama_cpp.Llama(str(self.path), vocab_only=True, verbose=verbose)
-            train_ctx = probe._model.n_ctx_train()
+            with suppress_stdout_stderr(disable=verbose):
+                probe = llama_cpp.Llama(str(self.path), vocab_only=True, verbose=verbose)
+            arch = probe.metadata.get("general.architecture", "")
+            train_ctx = int(probe.metadata.get(f"{arch}.context_length", 0) or 0)
             del probe
             self.llm = llama_cpp.Llama(
                 str(self.path),

@@ -82,7 +82,7 @@ def sandbox_env(home: str) -> dict[str, str]:
     return env
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def module_roots(preimport: tuple[str, ...]) -> tuple[str, ...]:
     """The sys.path entries that hold the pre-imported packages (found without importing them)."""
     roots: list[str] = []
@@ -159,9 +159,10 @@ def _hidden_parent(path: str) -> str | None:
 
 
 def bwrap_argv(bwrap: str, scratch: str, preimport: tuple[str, ...], drop_root: bool,
-               command: list[str]) -> list[str]:
+               command: list[str], info_fd: int | None = None) -> list[str]:
     """The full bwrap command line around ``command`` (see the module docstring for the policy)."""
-    argv = [bwrap, "--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
+    argv = [bwrap] + (["--info-fd", str(info_fd)] if info_fd is not None else [])
+    argv += ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
             "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--ro-bind", "/", "/"]
     for d in HIDDEN_DIRS:
         if os.path.isdir(d) and not os.path.islink(d):
@@ -188,7 +189,7 @@ def bwrap_argv(bwrap: str, scratch: str, preimport: tuple[str, ...], drop_root: 
     return argv + ["--", *command]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bwrap_status(preimport: tuple[str, ...] = ()) -> tuple[str | None, str]:
     """(path to bwrap, "") when a probe sandbox runs our interpreter, else (None, why not)."""
     if not sys.platform.startswith("linux"):

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import select
 import shutil
 import signal
 import stat
 import struct
 import subprocess
+import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +80,8 @@ class Worker:
         self._closed = False
         self._buf = bytearray()
         self.info: dict[str, Any] = {}
+        self._ns_init_pid: int | None = None  # bwrap's pid-namespace init, seen from our namespace
+        self._info_r: int | None = None
         self.scratch = tempfile.mkdtemp(prefix="genprm-sbx-")
         self._stderr = tempfile.TemporaryFile()
         try:
@@ -83,6 +89,9 @@ class Worker:
         except OSError as e:
             self._cleanup_files()
             raise SandboxUnavailableError(f"could not start the sandbox worker: {e}") from e
+        except BaseException:
+            self._cleanup_files()
+            raise
         self._in = self.proc.stdin.fileno() if self.proc.stdin else -1
         self._out = self.proc.stdout.fileno() if self.proc.stdout else -1
         os.set_blocking(self._in, False)
@@ -110,17 +119,52 @@ class Worker:
             "parent_pid": os.getpid(),
         }
         command = isolation.worker_command(json.dumps(cfg))
+        info_w: int | None = None
         if spec.isolation == "bwrap":
             bwrap, reason = isolation.bwrap_status(spec.preimport)
             if bwrap is None:
                 raise SandboxUnavailableError(f"bubblewrap became unusable: {reason}")
-            command = isolation.bwrap_argv(bwrap, self.scratch, spec.preimport, drop, command)
+            self._info_r, info_w = os.pipe()
+            command = isolation.bwrap_argv(bwrap, self.scratch, spec.preimport, drop, command, info_w)
             cwd, home = "/", isolation.SCRATCH_IN_SANDBOX
         else:
             cwd, home = self.scratch, self.scratch
-        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=self._stderr, cwd=cwd, env=isolation.sandbox_env(home),
-                                start_new_session=True, close_fds=True)
+        try:
+            return _spawner.popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=self._stderr, cwd=cwd, env=isolation.sandbox_env(home),
+                                  start_new_session=True, close_fds=True,
+                                  pass_fds=(info_w,) if info_w is not None else ())
+        finally:
+            if info_w is not None:
+                os.close(info_w)
+
+    def _read_bwrap_info(self) -> None:
+        """Learn the pid of bwrap's namespace init from --info-fd (written before our command ran).
+
+        Killing that process first lets the outer bwrap reap it and exit normally, so no zombie is
+        left to an init that might not reap (containers).
+        """
+        if self._info_r is None:
+            return
+        data = b""
+        try:
+            os.set_blocking(self._info_r, False)
+            while len(data) < 65536:
+                chunk = os.read(self._info_r, 4096)
+                if not chunk:
+                    break
+                data += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            os.close(self._info_r)
+            self._info_r = None
+        try:
+            pid = json.loads(data.decode("utf-8")).get("child-pid")
+        except (ValueError, AttributeError):
+            return
+        if isinstance(pid, int) and pid > 1:
+            self._ns_init_pid = pid
 
     def _handshake(self) -> None:
         """Wait for 'ready'; anything else means the sandbox itself cannot run."""
@@ -133,6 +177,7 @@ class Worker:
             why = "timed out" if msg is None else f"unexpected first message {msg!r:.200}"
         if msg is not None and msg.get("kind") == "ready":
             self.info = msg
+            self._read_bwrap_info()
             return
         self.kill()
         self._stderr.seek(0)
@@ -255,6 +300,12 @@ class Worker:
 
     def kill(self) -> None:
         """SIGKILL the worker and everything in its process group / pid namespace; reap it."""
+        if self.proc.returncode is None and self._ns_init_pid is not None and self.proc.poll() is None:
+            try:  # the namespace init dies -> the kernel kills every process in the namespace
+                os.kill(self._ns_init_pid, signal.SIGKILL)
+                self.proc.wait(timeout=2.0)
+            except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+                pass
         if self.proc.returncode is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
@@ -284,11 +335,60 @@ class Worker:
         self._cleanup_files()
 
     def _cleanup_files(self) -> None:
+        if self._info_r is not None:
+            os.close(self._info_r)
+            self._info_r = None
         try:
             self._stderr.close()
         except OSError:
             pass
         _rmtree(self.scratch)
+
+
+class _Spawner:
+    """Starts every worker from one long-lived thread.
+
+    PR_SET_PDEATHSIG (bwrap's --die-with-parent, the rlimits worker's own prctl) fires when the
+    *thread* that forked the child exits, not the process: a worker spawned from a short-lived
+    scheduler thread or the pool's refill thread would be SIGKILLed when that thread ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: queue.SimpleQueue[tuple[Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]]
+        self._queue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen(argv, **kwargs)``, executed on the spawner thread."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="genprm-sandbox-spawner", daemon=True)
+                self._thread.start()
+        future: Future[subprocess.Popen[bytes]] = Future()
+        self._queue.put((future, argv, kwargs))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            future, argv, kwargs = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(subprocess.Popen(argv, **kwargs))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                future.set_exception(e)
+
+    def forget_thread(self) -> None:
+        """After fork, the child has no spawner thread (and must not inherit a held lock)."""
+        self._lock = threading.Lock()
+        self._queue = queue.SimpleQueue()
+        self._thread = None
+
+
+_spawner = _Spawner()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_spawner.forget_thread)
 
 
 def _rmtree(path: str) -> None:
@@ -302,4 +402,7 @@ def _rmtree(path: str) -> None:
         except OSError:
             pass
 
-    shutil.rmtree(path, onerror=fix)
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=fix)
+    else:
+        shutil.rmtree(path, onerror=fix)

@@ -29,7 +29,7 @@ class CodeSession:
         self._pool = pool
         self._lock = threading.Lock()
         self._worker: Worker | None = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: weakref.finalize[[], CodeSession] | None = None
         self._lost = False
         self._closed = False
         self.restarts = 0

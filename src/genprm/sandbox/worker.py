@@ -23,6 +23,7 @@ import resource
 import signal
 import struct
 import sys
+import time
 from typing import Any
 
 _HEADER = struct.Struct(">I")
@@ -93,7 +94,7 @@ class _Capture(io.TextIOBase):
         self._seen_past = 0  # characters seen beyond the limit
         self._dropped = 0  # of those, up to the last non-blank one
 
-    def write(self, s: str) -> int:  # type: ignore[override]
+    def write(self, s: str) -> int:
         if not isinstance(s, str):
             raise TypeError(f"string argument expected, got '{type(s).__name__}'")
         n = len(s)
@@ -126,7 +127,7 @@ class _Capture(io.TextIOBase):
 class _Null(io.TextIOBase):
     """Where the code's stderr goes: upstream never captured it, and we must not keep it."""
 
-    def write(self, s: str) -> int:  # type: ignore[override]
+    def write(self, s: str) -> int:
         return len(s)
 
     def writable(self) -> bool:
@@ -158,9 +159,26 @@ def _reap_forked_children(in_pidns: bool) -> None:
         try:
             pid, _status = os.waitpid(-1, flags)
         except ChildProcessError:
-            return
+            break
         if pid == 0:
-            return
+            break
+    if in_pidns:  # wait (briefly) until bwrap's init has reaped the orphans: zombies count for NPROC
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and _others_in_namespace():
+            try:
+                os.kill(-1, signal.SIGKILL)
+            except OSError:
+                pass
+            time.sleep(0.005)
+
+
+def _others_in_namespace() -> bool:
+    """Any process in our pid namespace besides its init (pid 1) and us?"""
+    me = str(os.getpid())
+    try:
+        return any(p.isdigit() and p not in ("1", me) for p in os.listdir("/proc"))
+    except OSError:
+        return False
 
 
 def _run(code: str, namespace: dict[str, Any], limit: int, in_pidns: bool) -> dict[str, Any]:
