@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from conftest import R1_SPECIAL
-
 from genprm.engines.scripted import ScriptedEngine
 from genprm.protocol import prompts as P
 from genprm.protocol.chat import AssistantHeader, ChatTemplate, build_messages

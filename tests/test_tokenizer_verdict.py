@@ -6,8 +6,8 @@ import math
 import random
 
 import pytest
-from conftest import named_model_path
 
+from conftest import named_model_path
 from genprm.protocol import prompts as P
 from genprm.protocol.verdict import choose_verdict, read_verdict, verdict_probe
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -34,19 +35,34 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/] {message}", highlight=False)
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _describe(exc: Exception) -> str:
+    """One line for the user: pydantic errors become ``--option value: reason``."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for error in exc.errors():
+            option = "--" + "-".join(str(x) for x in error["loc"]).replace("_", "-")
+            parts.append(f"{option} {error.get('input')!r}: {error['msg']}")
+        return "; ".join(parts)
+    text = str(exc).strip()
+    return " ".join(text.split()) if text else type(exc).__name__
 
 
 @app.command("verify")
 def verify_command(
-    input: Path = typer.Argument(..., help="JSON or JSONL records {\"problem\": str, \"steps\": [str, ...]}."),
+    input: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, readable=True,
+        help="JSON or JSONL file of records with 'problem' (a string) and 'steps' (a list of strings).",
+    ),
     model: str = typer.Option(
         "smollm2-135m-instruct", "--model", "-m",
         help="A .gguf path, a built-in name (see `genprm models`), or owner/repo:file.gguf on the Hub.",
     ),
-    out: Optional[Path] = typer.Option(
+    out: Path | None = typer.Option(
         None, "--out", "-o",
         help="JSONL file to append results to; records already in it are skipped. Default: stdout.",
     ),
@@ -72,9 +88,9 @@ def verify_command(
     seed: int = typer.Option(0, help="Base random seed."),
     code_timeout: float = typer.Option(5.0, help="Wall-clock seconds per code run in the sandbox."),
     engine: str = typer.Option("llamacpp", help=f"Inference engine: {', '.join(available_engines())}."),
-    n_ctx: Optional[int] = typer.Option(None, help="llama.cpp context length (default: min(16384, model's))."),
-    threads: Optional[int] = typer.Option(None, help="llama.cpp CPU threads (default: all cores)."),
-    chat_template: Optional[Path] = typer.Option(None, help="A Jinja chat template file overriding the model's."),
+    n_ctx: int | None = typer.Option(None, help="llama.cpp context length (default: min(16384, model's))."),
+    threads: int | None = typer.Option(None, help="llama.cpp CPU threads (default: all cores)."),
+    chat_template: Path | None = typer.Option(None, help="A Jinja chat template file overriding the model's."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-step summary, only the progress bar."),
 ) -> None:
     """Verify each solution step by step and write one JSONL record per solution."""
@@ -86,7 +102,7 @@ def verify_command(
             reward_temperature=reward_temperature, seed=seed, code_timeout_s=code_timeout,
         )
     except (ValueError, GenPRMError) as exc:
-        _fail(_one_line(exc))
+        _fail(_describe(exc))
     options: dict[str, Any] = {}
     if engine == "llamacpp":
         options = {k: v for k, v in {"n_ctx": n_ctx, "n_threads": threads}.items() if v is not None}
@@ -117,7 +133,7 @@ def verify_command(
                 chat_template=template, on_progress=report,
             )
         except GenPRMError as exc:
-            _fail(_one_line(exc))
+            _fail(_describe(exc))
         bar.update(task, note="done")
 
 
@@ -127,11 +143,6 @@ def models_command() -> None:
     for entry in REGISTRY.values():
         err.print(f"[bold]{entry.name}[/]  {entry.description}", highlight=False)
     err.print(f"\nNamed models are looked for in {model_dir()} (set GENPRM_MODEL_DIR).", highlight=False)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return " ".join(text.split()) if text else type(exc).__name__
 
 
 if __name__ == "__main__":

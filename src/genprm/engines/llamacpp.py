@@ -247,7 +247,7 @@ class LlamaCppEngine(Engine):
         logits = np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).astype(np.float64)
         top = logits.max()
         log_z = top + np.log(np.exp(logits - top).sum())
-        result = {c: float(logits[c] - log_z) for c in request.candidates}
+        result: dict[int, float | None] = {c: float(logits[c] - log_z) for c in request.candidates}
         self._states.put(self.llm.save_state())
         seconds = time.perf_counter() - started
         self._count(len(tokens), cached, 0, seconds)
