@@ -20,6 +20,7 @@ from genprm.sandbox.process import Worker, WorkerSpec
 
 log = logging.getLogger("genprm.sandbox")
 _RETRY_AFTER_FAILURE_S = 30.0
+_JOIN_ON_SHUTDOWN_S = 5.0
 
 
 class WorkerPool:
@@ -91,7 +92,7 @@ class WorkerPool:
         for w in workers:
             w.close()
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=STARTUP_JOIN_S)
+            thread.join(timeout=_JOIN_ON_SHUTDOWN_S)
 
     # -- background refill ---------------------------------------------------------------------
 
@@ -146,7 +147,6 @@ class WorkerPool:
                 worker.close()
 
 
-STARTUP_JOIN_S = 5.0
 _pool_lock = threading.Lock()
 _pool: WorkerPool | None = None
 

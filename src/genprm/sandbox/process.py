@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import select
 import shutil
 import signal
@@ -18,11 +17,9 @@ import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 from genprm.errors import SandboxUnavailableError
 from genprm.sandbox import isolation
@@ -34,6 +31,7 @@ from genprm.sandbox.messages import (
     format_timeout,
     format_truncation,
 )
+from genprm.sandbox.spawner import spawner
 
 _HEADER = struct.Struct(">I")
 STARTUP_TIMEOUT_S = 60.0
@@ -82,9 +80,13 @@ class Worker:
         self.info: dict[str, Any] = {}
         self._ns_init_pid: int | None = None  # bwrap's pid-namespace init, seen from our namespace
         self._info_r: int | None = None
-        self.scratch = tempfile.mkdtemp(prefix="genprm-sbx-")
-        self._stderr = tempfile.TemporaryFile()
         try:
+            self.scratch = tempfile.mkdtemp(prefix="genprm-sbx-")
+        except OSError as e:
+            raise SandboxUnavailableError(f"could not create the sandbox scratch folder: {e}") from e
+        self._stderr: IO[bytes] | None = None
+        try:
+            self._stderr = tempfile.TemporaryFile()
             self.proc = self._spawn()
         except OSError as e:
             self._cleanup_files()
@@ -130,7 +132,7 @@ class Worker:
         else:
             cwd, home = self.scratch, self.scratch
         try:
-            return _spawner.popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            return spawner.popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=self._stderr, cwd=cwd, env=isolation.sandbox_env(home),
                                   start_new_session=True, close_fds=True,
                                   pass_fds=(info_w,) if info_w is not None else ())
@@ -180,8 +182,10 @@ class Worker:
             self._read_bwrap_info()
             return
         self.kill()
-        self._stderr.seek(0)
-        err = self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
+        err = ""
+        if self._stderr is not None:
+            self._stderr.seek(0)
+            err = self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
         raise SandboxUnavailableError(
             f"sandbox worker ({self.spec.isolation}) failed to start: {why}; "
             f"exit status {self.proc.returncode}; stderr: {err or '(empty)'}"
@@ -338,57 +342,10 @@ class Worker:
         if self._info_r is not None:
             os.close(self._info_r)
             self._info_r = None
-        try:
+        if self._stderr is not None:
             self._stderr.close()
-        except OSError:
-            pass
+            self._stderr = None
         _rmtree(self.scratch)
-
-
-class _Spawner:
-    """Starts every worker from one long-lived thread.
-
-    PR_SET_PDEATHSIG (bwrap's --die-with-parent, the rlimits worker's own prctl) fires when the
-    *thread* that forked the child exits, not the process: a worker spawned from a short-lived
-    scheduler thread or the pool's refill thread would be SIGKILLed when that thread ends.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._queue: queue.SimpleQueue[tuple[Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]]
-        self._queue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    def popen(self, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-        """``subprocess.Popen(argv, **kwargs)``, executed on the spawner thread."""
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name="genprm-sandbox-spawner", daemon=True)
-                self._thread.start()
-        future: Future[subprocess.Popen[bytes]] = Future()
-        self._queue.put((future, argv, kwargs))
-        return future.result()
-
-    def _loop(self) -> None:
-        while True:
-            future, argv, kwargs = self._queue.get()
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                future.set_result(subprocess.Popen(argv, **kwargs))
-            except BaseException as e:  # noqa: BLE001 - handed to the caller
-                future.set_exception(e)
-
-    def forget_thread(self) -> None:
-        """After fork, the child has no spawner thread (and must not inherit a held lock)."""
-        self._lock = threading.Lock()
-        self._queue = queue.SimpleQueue()
-        self._thread = None
-
-
-_spawner = _Spawner()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_spawner.forget_thread)
 
 
 def _rmtree(path: str) -> None:
