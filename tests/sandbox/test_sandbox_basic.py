@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-from sandbox_support import FAST, FAST_RLIMITS
+from sandbox_support import FAST, FAST_RLIMITS, pool_fixture  # noqa: F401
 
 from genprm.errors import SandboxUnavailableError
 from genprm.sandbox import (

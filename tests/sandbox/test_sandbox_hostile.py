@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sandbox_support import FAST_BWRAP, FAST_RLIMITS, IS_ROOT, requires_bwrap
+from sandbox_support import FAST_BWRAP, FAST_RLIMITS, IS_ROOT, pool_fixture, requires_bwrap  # noqa: F401
 
 from genprm.sandbox import TIMEOUT_MESSAGE, CodeSession, SandboxConfig, WorkerPool
 

@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from sandbox_support import FAST
+from sandbox_support import FAST, pool_fixture  # noqa: F401
 
 from genprm.errors import SandboxUnavailableError
 from genprm.sandbox import CodeSession, SandboxConfig, WorkerPool, get_pool, shutdown_pool

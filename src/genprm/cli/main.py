@@ -87,6 +87,10 @@ def verify_command(
     reward_temperature: float = typer.Option(1.0, help="Temperature on the Yes/No logits when reading rewards."),
     seed: int = typer.Option(0, help="Base random seed."),
     code_timeout: float = typer.Option(5.0, help="Wall-clock seconds per code run in the sandbox."),
+    concurrency: int = typer.Option(
+        1, help="Paths in flight at once across solutions (for batching engines); results then arrive "
+        "in completion order.",
+    ),
     engine: str = typer.Option("llamacpp", help=f"Inference engine: {', '.join(available_engines())}."),
     n_ctx: int | None = typer.Option(None, help="llama.cpp context length (default: min(16384, model's))."),
     threads: int | None = typer.Option(None, help="llama.cpp CPU threads (default: all cores)."),
@@ -130,7 +134,7 @@ def verify_command(
         try:
             verify(
                 input, model=model, config=config, out=out, engine=engine, engine_options=options,
-                chat_template=template, on_progress=report,
+                chat_template=template, on_progress=report, concurrency=concurrency,
             )
         except GenPRMError as exc:
             _fail(_describe(exc))

@@ -20,6 +20,7 @@ from genprm.errors import InputError
 from genprm.io import ResultWriter, SolutionInput, read_solutions, validate_record
 from genprm.verifier.config import VerifyConfig
 from genprm.verifier.records import SolutionResult
+from genprm.verifier.scheduler import Scheduler
 from genprm.verifier.solution import SolutionVerifier
 
 
@@ -51,11 +52,13 @@ def verify(
     engine_options: dict[str, Any] | None = None,
     chat_template: str | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    concurrency: int = 1,
 ) -> list[SolutionResult]:
     """Verify every record of ``source`` step by step; returns the results computed in this call.
 
     ``model`` is a model name/path for ``engine`` or an already started :class:`Engine` (which is
-    then left open). Records must have ``problem`` (str) and ``steps`` (non-empty list of str);
+    then left open). ``concurrency`` > 1 keeps that many paths in flight across solutions (results
+    then arrive in completion order). Records must have ``problem`` (str) and ``steps`` (non-empty list of str);
     other fields pass through to the output.
     """
     cfg = config or VerifyConfig()
@@ -64,8 +67,9 @@ def verify(
     writer = ResultWriter(out) if out is not None else None
     results: list[SolutionResult] = []
     skipped = 0
-    try:
-        verifier = SolutionVerifier(llm, cfg, chat_template=chat_template)
+
+    def todo() -> Iterator[SolutionInput]:
+        nonlocal skipped
         settings = cfg.model_dump(mode="json")
         for item in _inputs(source):
             if writer is not None and item.key in writer.done:
@@ -74,12 +78,26 @@ def verify(
                 if on_progress:
                     on_progress(Progress(len(results), skipped, None))
                 continue
-            result = verifier.verify(item.problem, item.steps, record=item.record, key=item.key)
-            if writer is not None:
-                writer.write(result.to_dict())
-            results.append(result)
-            if on_progress:
-                on_progress(Progress(len(results), skipped, result))
+            yield item
+
+    def finished(result: SolutionResult) -> None:
+        if writer is not None:
+            writer.write(result.to_dict())
+        results.append(result)
+        if on_progress:
+            on_progress(Progress(len(results), skipped, result))
+
+    try:
+        verifier = SolutionVerifier(llm, cfg, chat_template=chat_template)
+        if concurrency <= 1:
+            for item in todo():
+                finished(verifier.verify(item.problem, item.steps, record=item.record, key=item.key))
+        else:
+            scheduler = Scheduler(verifier, concurrency=concurrency)
+            try:
+                scheduler.run(todo(), finished)
+            finally:
+                scheduler.close()
     finally:
         if writer is not None:
             writer.close()

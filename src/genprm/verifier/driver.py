@@ -8,7 +8,8 @@ once. Code runs go to each coroutine's own runner. Results come back in input or
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 from genprm.engines.base import Engine
 from genprm.verifier.path import Action, ExecuteCode, Generate, PathCoroutine, ScoreTokens
@@ -46,3 +47,35 @@ def drive(engine: Engine, coroutines: Sequence[PathCoroutine], runners: Sequence
         for i, _ in round_:
             advance(i, answers[i])
     return [r for r in results if r is not None]
+
+
+class PathRunner(Protocol):
+    """Runs one step's path coroutines and returns their results in input order."""
+
+    def __call__(
+        self, engine: Engine, coroutines: Sequence[PathCoroutine], runners: Sequence[CodeRunner]
+    ) -> list[PathStep]: ...
+
+
+def run_inline(engine: Engine, coroutines: Sequence[PathCoroutine], runners: Sequence[CodeRunner]) -> list[PathStep]:
+    """The plain loop: in this thread, all paths as one batch, or one after another for engines that
+    do not batch (their KV cache is reused best when a path's calls come back to back).
+    """
+    if engine.max_batch <= 1:
+        return [drive(engine, [c], [r])[0] for c, r in zip(coroutines, runners)]
+    return drive(engine, coroutines, runners)
+
+
+class ThreadedRunner:
+    """Runs every path on its own worker thread, so engine calls from many paths and solutions are
+    in flight together (the engine batches them) and code runs overlap with generation.
+    """
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.pool = pool
+
+    def __call__(
+        self, engine: Engine, coroutines: Sequence[PathCoroutine], runners: Sequence[CodeRunner]
+    ) -> list[PathStep]:
+        futures = [self.pool.submit(drive, engine, [c], [r]) for c, r in zip(coroutines, runners)]
+        return [f.result()[0] for f in futures]

@@ -14,7 +14,7 @@ from genprm.protocol.parse import analysis_of, one_line
 from genprm.protocol.prompts import user_turn
 from genprm.sandbox import CodeSession, SandboxConfig
 from genprm.verifier.config import VerifyConfig
-from genprm.verifier.driver import drive
+from genprm.verifier.driver import PathRunner, run_inline
 from genprm.verifier.path import PathCoroutine, derive_seed, verify_step_path
 from genprm.verifier.records import PathStep, SolutionResult, StepResult, StepStatus, first_error_of
 
@@ -43,8 +43,10 @@ class SolutionVerifier:
         *,
         chat_template: str | None = None,
         sandbox: SandboxConfig | None = None,
+        runner: PathRunner = run_inline,
     ) -> None:
         self.engine = engine
+        self.run_paths = runner
         self.config = config or VerifyConfig()
         source = chat_template or engine.chat_template
         if not source:
@@ -114,10 +116,8 @@ class SolutionVerifier:
         if cfg.paths == "shared":
             # The released code runs paths one after another against one code namespace: keep that
             # order, since code of path j can change what path j+1's code sees.
-            return [drive(self.engine, [coroutine(j)], [sessions[0].run])[0] for j in range(cfg.n)]
-        if self.engine.max_batch <= 1:
-            return [drive(self.engine, [coroutine(j)], [sessions[j].run])[0] for j in range(cfg.n)]
-        return drive(self.engine, [coroutine(j) for j in range(cfg.n)], [s.run for s in sessions])
+            return [self.run_paths(self.engine, [coroutine(j)], [sessions[0].run])[0] for j in range(cfg.n)]
+        return self.run_paths(self.engine, [coroutine(j) for j in range(cfg.n)], [s.run for s in sessions])
 
 
 def _summarise(index: int, paths: list[PathStep]) -> StepResult:

@@ -1,0 +1,70 @@
+"""Verify many solutions at once: every path of every solution in flight, up to a bound.
+
+The sequential loop verifies one solution, one step, one path after another. The scheduler keeps
+up to ``concurrency`` paths (from up to ``solutions_in_flight`` solutions) running on worker
+threads; each blocks only on its own engine call or code run, so the engine sees many requests at
+once and can batch them, and sandboxed code runs overlap with generation. Path semantics are
+exactly those of the sequential loop: the same coroutines, the same derived seeds.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from genprm.io import SolutionInput
+from genprm.verifier.driver import ThreadedRunner
+from genprm.verifier.records import SolutionResult
+from genprm.verifier.solution import SolutionVerifier
+
+
+class Scheduler:
+    """Runs :class:`SolutionVerifier` over many inputs concurrently; results arrive as they finish."""
+
+    def __init__(self, verifier: SolutionVerifier, *, concurrency: int = 32, solutions_in_flight: int | None = None):
+        if concurrency < 1:
+            raise ValueError(f"concurrency={concurrency!r}: must be at least 1")
+        self.concurrency = concurrency
+        self.solutions_in_flight = solutions_in_flight or max(1, concurrency // max(1, verifier.config.n) + 1)
+        self._paths = ThreadPoolExecutor(concurrency, thread_name_prefix="genprm-path")
+        self.verifier = SolutionVerifier(
+            verifier.engine,
+            verifier.config,
+            chat_template=verifier.chat.source,
+            sandbox=verifier.sandbox,
+            runner=ThreadedRunner(self._paths),
+        )
+
+    def run(self, items: Iterable[SolutionInput], on_result: Callable[[SolutionResult], None]) -> None:
+        """Verify ``items``; ``on_result`` is called (from this thread) as each solution finishes."""
+        stop = threading.Event()
+        with ThreadPoolExecutor(self.solutions_in_flight, thread_name_prefix="genprm-solution") as solutions:
+            running: set[Future[SolutionResult]] = set()
+
+            def verify(item: SolutionInput) -> SolutionResult:
+                if stop.is_set():
+                    raise RuntimeError("cancelled")
+                return self.verifier.verify(item.problem, item.steps, record=item.record, key=item.key)
+
+            try:
+                for item in items:
+                    while len(running) >= self.solutions_in_flight:
+                        running = self._deliver(running, on_result)
+                    running.add(solutions.submit(verify, item))
+                while running:
+                    running = self._deliver(running, on_result)
+            finally:
+                stop.set()
+
+    @staticmethod
+    def _deliver(
+        running: set[Future[SolutionResult]], on_result: Callable[[SolutionResult], None]
+    ) -> set[Future[SolutionResult]]:
+        done, pending = wait(running, return_when=FIRST_COMPLETED)
+        for future in done:
+            on_result(future.result())
+        return set(pending)
+
+    def close(self) -> None:
+        self._paths.shutdown(wait=True)
