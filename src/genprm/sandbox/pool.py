@@ -34,6 +34,7 @@ class WorkerPool:
         self._failed_at: dict[WorkerSpec, float] = {}
         self._thread: threading.Thread | None = None
         self._stopped = False
+        self._cancel = threading.Event()  # aborts a refill spawn in progress at shutdown
 
     def acquire(self, config: SandboxConfig) -> Worker:
         """A ready worker for ``config``: a warm idle one if any, else a freshly spawned one.
@@ -85,6 +86,7 @@ class WorkerPool:
         """Kill all idle workers and stop refilling; workers held by sessions are theirs to close."""
         with self._cond:
             self._stopped = True
+            self._cancel.set()
             workers = [w for q in self._idle.values() for w in q]
             self._idle.clear()
             self._cond.notify_all()
@@ -130,9 +132,10 @@ class WorkerPool:
                 self._starting[spec] = self._starting.get(spec, 0) + 1
             worker: Worker | None = None
             try:
-                worker = Worker(spec)
+                worker = Worker(spec, self._cancel)
             except Exception as e:  # noqa: BLE001 - keep the thread alive; acquire() will raise
-                log.warning("genprm sandbox: could not pre-start a worker: %s", e)
+                if not self._cancel.is_set():
+                    log.warning("genprm sandbox: could not pre-start a worker: %s", e)
             with self._cond:
                 self._starting[spec] -= 1
                 if worker is None:

@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from typing import IO, Any
@@ -71,7 +72,8 @@ class _ProtocolError(Exception):
 class Worker:
     """A started, ready worker owned by exactly one session (or idle in the pool)."""
 
-    def __init__(self, spec: WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec, cancel: threading.Event | None = None) -> None:
+        """Spawn and wait until ready; ``cancel`` (set by a pool shutting down) aborts the wait."""
         self.spec = spec
         self._owner_pid = os.getpid()
         self._seq = 0
@@ -99,7 +101,7 @@ class Worker:
         os.set_blocking(self._in, False)
         os.set_blocking(self._out, False)
         try:
-            self._handshake()
+            self._handshake(cancel)
         except BaseException:
             self.close()
             raise
@@ -168,15 +170,21 @@ class Worker:
         if isinstance(pid, int) and pid > 1:
             self._ns_init_pid = pid
 
-    def _handshake(self) -> None:
+    def _handshake(self, cancel: threading.Event | None) -> None:
         """Wait for 'ready'; anything else means the sandbox itself cannot run."""
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        msg: dict[str, Any] | None = None
+        why = "timed out"
         try:
-            msg = self._read_message(time.monotonic() + STARTUP_TIMEOUT_S, 1 << 20)
+            while msg is None and time.monotonic() < deadline:
+                if cancel is not None and cancel.is_set():
+                    why = "cancelled"
+                    break
+                msg = self._read_message(min(deadline, time.monotonic() + 0.1), 1 << 20)
         except _ProtocolError as e:
-            msg = None
             why = str(e)
-        else:
-            why = "timed out" if msg is None else f"unexpected first message {msg!r:.200}"
+        if msg is not None:
+            why = f"unexpected first message {msg!r:.200}"
         if msg is not None and msg.get("kind") == "ready":
             self.info = msg
             self._read_bwrap_info()
