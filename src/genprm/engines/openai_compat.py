@@ -27,14 +27,21 @@ offer beyond that endpoint; the engine learns it once, at start-up, by probing, 
   (the connection is then closed, which ends the generation on the server). A server ``"stop"`` then
   can only mean end-of-sequence. ``completion_tokens`` counts streamed chunks, one per token except
   where one character spans tokens, unless the server reports usage.
-* **Verdict log-probabilities.** With vLLM-style ``prompt_logprobs`` (token prompts), each candidate
-  is appended to the prompt and the server reports the exact log-probability of that last prompt
-  token (one request, a second only if the other candidate is not among the top ``logprobs_k``).
-  Otherwise ``max_tokens=1, logprobs=logprobs_k`` and the candidates are looked up in the first
-  position's ``top_logprobs`` (by id where the server gives ids, else by the server's text of the
-  candidate token); a candidate outside the top ``logprobs_k`` is ``None``. Log-probability requests
-  are sent at temperature 1 with top-p 1 so that servers applying sampling to logprobs still report
-  the full softmax.
+* **Verdict log-probabilities**, exact where the server allows, in this order of preference:
+
+  1. ``prompt`` (vLLM ``prompt_logprobs``, token prompts): each candidate is appended to the prompt
+     and the server reports the log-probability of that last prompt token.
+  2. ``biased`` (llama.cpp): ``max_tokens=1`` with ``logit_bias={candidate: +100}`` at temperature 0
+     forces the candidate to be the generated token, and the server reports its log-probability
+     from the unbiased logits. Used only if a start-up probe shows that the reported value is
+     unbiased (it matches the same token's value in an unbiased request).
+  3. ``top``: ``max_tokens=1, logprobs=logprobs_k``; the candidates are looked up in the first
+     position's ``top_logprobs``, and one outside them is ``None``.
+
+  In 1 and 2 a second request is made only if the other candidate is not among the first answer's
+  top ``logprobs_k``. Entries are matched by token id where the server gives ids, else by the
+  server's own text of the candidate token (``None`` if two candidates read alike). Requests are
+  sent with top-p 1 so that servers applying sampling to logprobs still report the full softmax.
 
 llama-cpp-python's server runs one request at a time and, by default (``interrupt_requests``), cuts
 a stream as soon as another request arrives; requests to it are therefore sent one at a time
@@ -122,7 +129,7 @@ class _Capabilities:
     stop_report: str = "client"
     """``stop_reason`` (vLLM), ``matched_stop`` (SGLang) or ``client`` (stream and cut here)."""
     logprobs: str = "top"
-    """``prompt`` (vLLM prompt_logprobs) or ``top`` (top_logprobs of the next position)."""
+    """``prompt`` (vLLM prompt_logprobs), ``biased`` (logit_bias forcing) or ``top`` (top_logprobs)."""
     added_prefix: list[int] = field(default_factory=list)
     added_suffix: list[int] = field(default_factory=list)
     """Tokens the server's tokenize endpoint (and its text prompts) always add, e.g. a BOS."""
@@ -200,6 +207,25 @@ def _logprob_value(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
         return float(value)
     return None
+
+
+def _sampled(choice: Json) -> tuple[int | None, str | None, float | None]:
+    """The id (if given), text and log-probability of a choice's first generated token."""
+    block = choice.get("logprobs")
+    if not isinstance(block, dict):
+        return None, None, None
+    content = block.get("content")
+    if isinstance(content, list) and content and isinstance(content[0], dict):
+        first = content[0]
+        token_id = first.get("id") if isinstance(first.get("id"), int) else None
+        text = first.get("token") if isinstance(first.get("token"), str) else None
+        return token_id, text, _logprob_value(first)
+    tokens, values = block.get("tokens"), block.get("token_logprobs")
+    text = tokens[0] if isinstance(tokens, list) and tokens and isinstance(tokens[0], str) else None
+    value = _logprob_value(values[0]) if isinstance(values, list) and values else None
+    if text is not None and text.startswith("token_id:") and text[9:].isdigit():
+        return int(text[9:]), None, value
+    return None, text, value
 
 
 def _first_position_top(choice: dict[str, Any]) -> tuple[dict[int, float], dict[str, float]] | None:
@@ -548,7 +574,7 @@ class OpenAIEngine(Engine):
 
     def _probe_completions(self) -> None:
         caps = self._caps
-        body: dict[str, Any] = {"model": self.served_model, "max_tokens": 1, "temperature": 0.0, "logprobs": 2}
+        body: dict[str, Any] = {"model": self.served_model, "max_tokens": 1, "temperature": 0.0, "logprobs": 3}
         choice: dict[str, Any] | None = None
         logprob_error: EngineError | None = None
         ids = self.tokenize(_PROBE_TEXT)
@@ -572,7 +598,7 @@ class OpenAIEngine(Engine):
         if caps.token_prompts and isinstance(prompt_lps, list) and prompt_lps and isinstance(prompt_lps[-1], dict):
             caps.logprobs = "prompt"
         elif _first_position_top(choice) is not None:
-            caps.logprobs = "top"
+            caps.logprobs = "biased" if self._bias_reads_exactly(choice, ids if caps.token_prompts else _PROBE_TEXT) else "top"
         else:
             raise EngineError(
                 _NO_LOGPROBS,
@@ -595,6 +621,49 @@ class OpenAIEngine(Engine):
                     f"streams completions, so stop strings and end-of-sequence cannot be told apart: {exc}",
                     status=exc.status, body=exc.body,
                 ) from exc
+
+    def _bias_reads_exactly(self, choice: Json, prompt: Prompt) -> bool:
+        """Does forcing a token with ``logit_bias`` report its unbiased log-probability?"""
+        top = _first_position_top(choice)
+        if top is None:
+            return False
+        by_id, by_text = top
+        sampled_id, sampled_text, _ = _sampled(choice)
+        target: int | None = None
+        expected = 0.0
+        for token, value in by_id.items():
+            if token != sampled_id:
+                target, expected = token, value
+                break
+        for text, value in by_text.items():
+            if target is not None:
+                break
+            if not text or text == sampled_text:
+                continue
+            ids = self._raw_tokenize(text)
+            if len(ids) == 1 and self._candidate_text(ids[0]) == text:
+                target, expected = ids[0], value
+        if target is None:
+            return False
+        try:
+            forced, _ = self._complete(self._forcing_body(prompt, target, 1), what="probe logit_bias", retry=False)
+        except EngineError as exc:
+            if exc.status is None:
+                raise
+            return False
+        value = self._forced_value(forced, target)
+        return value is not None and abs(value - expected) < 1e-3
+
+    def _forcing_body(self, prompt: Prompt, token: int, k: int) -> Json:
+        return {**self._logprob_body(prompt), "temperature": 0.0, "logprobs": k, "logit_bias": {str(token): 100.0}}
+
+    def _forced_value(self, choice: Json, token: int) -> float | None:
+        """The log-probability of the generated token if it is ``token``, else ``None``."""
+        sampled_id, sampled_text, value = _sampled(choice)
+        if sampled_id is not None:
+            return value if sampled_id == token else None
+        text = self._candidate_text(token)
+        return value if text is not None and sampled_text == text else None
 
     def _find_template_and_specials(self) -> None:
         local = self._local
@@ -831,7 +900,7 @@ class OpenAIEngine(Engine):
         self._count(len(request.prompt), cached, 0, seconds)
         return TokenLogprobs(values, prompt_tokens=len(request.prompt), cached_prompt_tokens=cached, seconds=seconds)
 
-    def _logprob_body(self, prompt: str | list[int]) -> dict[str, Any]:
+    def _logprob_body(self, prompt: Prompt) -> Json:
         return {"model": self.served_model, "prompt": prompt, "max_tokens": 1, "temperature": 1.0, "top_p": 1.0,
                 "seed": 0}
 
