@@ -92,6 +92,11 @@ def verify_command(
         "in completion order.",
     ),
     engine: str = typer.Option("llamacpp", help=f"Inference engine: {', '.join(available_engines())}."),
+    base_url: str | None = typer.Option(None, help="openai engine: the server, e.g. http://127.0.0.1:8000/v1."),
+    served_model: str | None = typer.Option(None, help="openai engine: the model name the server serves."),
+    tokenizer: str | None = typer.Option(
+        None, help="openai engine: a GGUF path or model name whose tokenizer and chat template to use."
+    ),
     n_ctx: int | None = typer.Option(None, help="llama.cpp context length (default: min(16384, model's))."),
     threads: int | None = typer.Option(None, help="llama.cpp CPU threads (default: all cores)."),
     chat_template: Path | None = typer.Option(None, help="A Jinja chat template file overriding the model's."),
@@ -110,6 +115,11 @@ def verify_command(
     options: dict[str, Any] = {}
     if engine == "llamacpp":
         options = {k: v for k, v in {"n_ctx": n_ctx, "n_threads": threads}.items() if v is not None}
+    elif engine == "openai":
+        if base_url is None:
+            _fail("--engine openai needs --base-url")
+        chosen = {"base_url": base_url, "served_model": served_model, "tokenizer": tokenizer}
+        options = {k: v for k, v in chosen.items() if v is not None}
     template = chat_template.read_text(encoding="utf-8") if chat_template else None
     total = count_records(input)
     with Progress(

@@ -28,6 +28,7 @@ from genprm.errors import ConfigError, MissingDependencyError
 # name -> (module, factory attribute, pip package it needs, extra that installs it)
 _BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "llamacpp": ("genprm.engines.llamacpp", "LlamaCppEngine", "llama_cpp", "llamacpp"),
+    "openai": ("genprm.engines.openai_compat", "OpenAIEngine", "httpx", "openai"),
     "scripted": ("genprm.engines.scripted", "ScriptedEngine", None, None),
 }
 

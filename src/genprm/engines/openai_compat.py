@@ -13,8 +13,12 @@ offer beyond that endpoint; the engine learns it once, at start-up, by probing, 
   weights). Which tokens a server adds by itself (a BOS) is learned by tokenizing ``""``; ``tokenize``
   then follows the engine rule: special tokens parsed, BOS added only if the model wants one and the
   text lacks it. llama-cpp-python renders control tokens (``<|im_start|>``) as nothing when
-  detokenizing; their text is learned from the chat template and from the texts given to
-  ``tokenize`` (a ``<...>``-like piece that tokenizes to one token the server renders differently).
+  detokenizing; their text is learned from common special-token spellings, the chat template and
+  the texts given to ``tokenize`` (a ``<...>``-like piece that is one token the server renders
+  differently), or read from the ``tokenizer=`` GGUF when given.
+* **Chat template.** ``chat_template=``, else llama-server's ``GET /props`` or vLLM's
+  ``GET /tokenizer_info`` (``--enable-tokenizer-info-endpoint``), else the ``tokenizer=`` GGUF;
+  otherwise ``chat_template`` is ``None`` and genprm asks for ``--chat-template``.
 * **Prompts.** Servers that accept token ids get ids (text prompts are tokenized first, so the BOS
   rule holds exactly). llama-cpp-python accepts only text: token prompts are sent as their text, and
   only if re-tokenizing that text gives back exactly the same ids (otherwise generation raises
@@ -29,19 +33,23 @@ offer beyond that endpoint; the engine learns it once, at start-up, by probing, 
   where one character spans tokens, unless the server reports usage.
 * **Verdict log-probabilities**, exact where the server allows, in this order of preference:
 
-  1. ``prompt`` (vLLM ``prompt_logprobs``, token prompts): each candidate is appended to the prompt
-     and the server reports the log-probability of that last prompt token.
-  2. ``biased`` (llama.cpp): ``max_tokens=1`` with ``logit_bias={candidate: +100}`` at temperature 0
+  1. ``ids`` (vLLM >= 0.32 ``logprob_token_ids``): one ``max_tokens=1`` request names the candidates
+     and the server reports their log-probabilities at the next position (prefix cache used).
+  2. ``prompt`` (vLLM ``prompt_logprobs``, token prompts): each candidate is appended to the prompt
+     and the server reports the log-probability of that last prompt token (vLLM then skips its
+     prefix cache for the request).
+  3. ``biased`` (llama.cpp): ``max_tokens=1`` with ``logit_bias={candidate: +100}`` at temperature 0
      forces the candidate to be the generated token, and the server reports its log-probability
      from the unbiased logits. Used only if a start-up probe shows that the reported value is
      unbiased (it matches the same token's value in an unbiased request).
-  3. ``top``: ``max_tokens=1, logprobs=logprobs_k``; the candidates are looked up in the first
+  4. ``top``: ``max_tokens=1, logprobs=logprobs_k``; the candidates are looked up in the first
      position's ``top_logprobs``, and one outside them is ``None``.
 
-  In 1 and 2 a second request is made only if the other candidate is not among the first answer's
+  In 2 and 3 a second request is made only if the other candidate is not among the first answer's
   top ``logprobs_k``. Entries are matched by token id where the server gives ids, else by the
   server's own text of the candidate token (``None`` if two candidates read alike). Requests are
-  sent with top-p 1 so that servers applying sampling to logprobs still report the full softmax.
+  sent at temperature 1 (0 when forcing) and top-p 1, so that a server applying sampling to its
+  logprobs still reports the full softmax.
 
 llama-cpp-python's server runs one request at a time and, by default (``interrupt_requests``), cuts
 a stream as soon as another request arrives; requests to it are therefore sent one at a time
@@ -60,6 +68,7 @@ import random
 import re
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -98,6 +107,17 @@ _SPECIAL_CANDIDATE = re.compile(
     r"<\|[^<>|\s]{1,64}\|>|<｜[^<>｜]{1,64}｜>|</?[A-Za-z_][\w.:-]{0,40}>|\[/?[A-Z][A-Z_]{1,30}\]"
 )
 _MAX_SPECIAL_CHECKS = 4096
+_RUN_CACHE = 256
+# Spellings of the special tokens of common chat formats, tried at start-up on servers that do not
+# write special tokens out when detokenizing (llama-cpp-python): a token prompt built elsewhere can
+# then still be sent as text. Only pieces that are one token of this model are kept.
+_COMMON_SPECIALS = (
+    "<|im_start|>", "<|im_end|>", "<|endoftext|>", "<s>", "</s>", "<unk>", "<pad>", "<bos>", "<eos>",
+    "<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+    "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<start_of_turn>",
+    "<end_of_turn>", "[INST]", "[/INST]", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>", "<think>",
+    "</think>",
+)
 
 T = TypeVar("T")
 Json = dict[str, Any]
@@ -112,6 +132,10 @@ class _Failure(Exception):
         self.error = error
         self.retryable = retryable
         self.retry_after = retry_after
+
+
+class _EmptyStream(EngineError):
+    """A stream that ended before its first event: the server failed before generating."""
 
 
 class _PromptMismatch(Exception):
@@ -129,7 +153,8 @@ class _Capabilities:
     stop_report: str = "client"
     """``stop_reason`` (vLLM), ``matched_stop`` (SGLang) or ``client`` (stream and cut here)."""
     logprobs: str = "top"
-    """``prompt`` (vLLM prompt_logprobs), ``biased`` (logit_bias forcing) or ``top`` (top_logprobs)."""
+    """``ids`` (vLLM logprob_token_ids), ``prompt`` (vLLM prompt_logprobs), ``biased`` (logit_bias
+    forcing) or ``top`` (top_logprobs)."""
     added_prefix: list[int] = field(default_factory=list)
     added_suffix: list[int] = field(default_factory=list)
     """Tokens the server's tokenize endpoint (and its text prompts) always add, e.g. a BOS."""
@@ -189,6 +214,13 @@ def _read_template(value: str | None) -> str | None:
     if "{" not in value:
         raise ConfigError("chat_template", value, "is neither a file nor Jinja template text")
     return value
+
+
+def _token_text(value: Any) -> str | None:
+    """A special token as tokenizer configs write it: a string or ``{"content": string, ...}``."""
+    if isinstance(value, dict):
+        value = value.get("content")
+    return value if isinstance(value, str) and value else None
 
 
 def _int(value: Any) -> int:
@@ -279,9 +311,9 @@ class OpenAIEngine(Engine):
     ``concurrency`` bounds the HTTP requests in flight (and is ``max_batch``); ``tokenizer`` is a
     local GGUF whose vocabulary serves when the server has no tokenize endpoint (and provides the
     chat template and BOS/EOS texts a server does not expose); ``chat_template`` is a file path or
-    the template text. ``logprobs_k`` is how many top log-probabilities to ask for when the server
-    cannot score a given token; ``backoff_s`` is the first retry delay; ``serialize`` forces
-    one-request-at-a-time on or off (default: on for llama-cpp-python's server only).
+    the template text. ``logprobs_k`` is how many top log-probabilities to ask for (default 20; 200
+    for llama-cpp-python, whose cost does not depend on it). ``backoff_s`` is the first retry delay;
+    ``serialize`` forces one-request-at-a-time on or off (default: on for llama-cpp-python only).
     """
 
     name = "openai"
@@ -298,7 +330,7 @@ class OpenAIEngine(Engine):
         concurrency: int = 16,
         tokenizer: str | None = None,
         chat_template: str | None = None,
-        logprobs_k: int = 20,
+        logprobs_k: int | None = None,
         backoff_s: float = 0.5,
         serialize: bool | None = None,
     ) -> None:
@@ -311,7 +343,7 @@ class OpenAIEngine(Engine):
             raise ConfigError("max_retries", max_retries, "must be >= 0")
         if concurrency < 1:
             raise ConfigError("concurrency", concurrency, "must be at least 1")
-        if logprobs_k < 1:
+        if logprobs_k is not None and logprobs_k < 1:
             raise ConfigError("logprobs_k", logprobs_k, "must be at least 1")
         root = base_url.rstrip("/")
         self.base_url = root[: -len("/v1")] if root.endswith("/v1") else root
@@ -319,7 +351,7 @@ class OpenAIEngine(Engine):
         self.max_retries = max_retries
         self.concurrency = concurrency
         self.max_batch = concurrency
-        self.logprobs_k = logprobs_k
+        self.logprobs_k = logprobs_k or 20
         self.backoff_s = backoff_s
         self._label = model
         key = api_key if api_key is not None else os.environ.get(API_KEY_ENV) or None
@@ -343,12 +375,13 @@ class OpenAIEngine(Engine):
         self._special_checked: set[str] = set()
         self._learn_specials_on = False
         self._candidate_texts: dict[int, str | None] = {}
+        self._run_texts: OrderedDict[tuple[int, ...], str] = OrderedDict()
         self.served_model = ""
         self._closed = False
         try:
             self._local = _LocalTokenizer(tokenizer) if tokenizer else None
             self._template = _read_template(chat_template)
-            self._probe(served_model, serialize)
+            self._probe(served_model, serialize, logprobs_k)
         except BaseException:
             self.close()
             raise
@@ -421,60 +454,73 @@ class OpenAIEngine(Engine):
         usage = data.get("usage")
         return choices[0], usage if isinstance(usage, dict) else {}
 
-    def _stream(self, body: dict[str, Any], stops: Sequence[str], *, what: str, retry: bool = True) -> _Streamed:
-        """Stream a completion and cut it at the first of ``stops``, as the in-process engine does."""
+    def _stream(self, body: Json, stops: Sequence[str], *, what: str, retry: bool = True) -> _Streamed:
+        """Stream a completion and cut it at the first of ``stops``, as the in-process engine does.
+
+        llama_cpp.server answers a request it cannot serve (a prompt longer than its context) with
+        an empty stream; the same request without streaming then gets its error, which is raised
+        as the server words it (a 4xx is not retried).
+        """
+        try:
+            return self._call(what, lambda: self._stream_once(body, stops, what), retry=retry)
+        except _EmptyStream:
+            self._complete({**body, "max_tokens": 1}, what=what, retry=retry)  # raises the server's error
+            return self._call(what, lambda: self._stream_once(body, stops, what), retry=retry)
+
+    def _stream_once(self, body: Json, stops: Sequence[str], what: str) -> _Streamed:
         longest = max((len(s) for s in stops), default=0)
-
-        def attempt() -> _Streamed:
-            with self._client.stream("POST", "/v1/completions", json={**body, "stream": True}) as response:
-                if response.status_code >= 400:
-                    response.read()
-                    raise self._failure(response, what)
-                text, chunks, usage = "", 0, {}
-                for line in response.iter_lines():
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    try:
-                        event = json.loads(data)
-                    except ValueError:
-                        continue
-                    if not isinstance(event, dict):
-                        continue
-                    if "error" in event:
-                        raise _Failure(EngineError(f"{what}: error in the stream: {data[:_BODY_QUOTE]!r}"), True)
-                    if isinstance(event.get("usage"), dict):
-                        usage = event["usage"]
-                    for choice in event.get("choices") or []:
-                        piece = choice.get("text") or ""
-                        reason = choice.get("finish_reason")
-                        if piece or reason is None:
-                            chunks += 1
-                        if piece:
-                            scan_from = max(0, len(text) - longest)
-                            text += piece
-                            hits = [(at, s) for s in stops if (at := text.find(s, scan_from)) >= 0]
-                            if hits:
-                                at, stop = min(hits)
-                                return _Streamed(text[: at + len(stop)], "stop", stop, chunks, usage)
-                        if reason == "stop":
-                            return _Streamed(text, "eos", None, chunks, usage)
-                        if reason == "length":
-                            return _Streamed(text, "length", None, chunks, usage)
-                        if reason is not None:
-                            error = EngineError(f"{what}: the server ended with finish_reason={reason!r}")
-                            raise _Failure(error, retryable=False)
-            raise _Failure(
-                EngineError(
-                    f"{what}: the stream ended without a finish reason (llama_cpp.server cuts a stream when another "
-                    "request arrives; start it with --interrupt_requests false if other clients use it)"
-                ),
-                retryable=True,
-            )
-
-        return self._call(what, attempt, retry=retry)
+        # One connection per stream: a stream cut at a stop string leaves its connection unusable.
+        payload, headers = {**body, "stream": True}, {"Connection": "close"}
+        with self._client.stream("POST", "/v1/completions", json=payload, headers=headers) as response:
+            if response.status_code >= 400:
+                response.read()
+                raise self._failure(response, what)
+            text, chunks, usage, events = "", 0, {}, 0
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                events += 1
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    event = json.loads(data)
+                except ValueError:
+                    continue
+                if not isinstance(event, dict):
+                    continue
+                if "error" in event:
+                    raise _Failure(EngineError(f"{what}: error in the stream: {data[:_BODY_QUOTE]!r}"), True)
+                if isinstance(event.get("usage"), dict):
+                    usage = event["usage"]
+                for choice in event.get("choices") or []:
+                    piece = choice.get("text") or ""
+                    reason = choice.get("finish_reason")
+                    if piece or reason is None:
+                        chunks += 1
+                    if piece:
+                        scan_from = max(0, len(text) - longest)
+                        text += piece
+                        hits = [(at, s) for s in stops if (at := text.find(s, scan_from)) >= 0]
+                        if hits:
+                            at, stop = min(hits)
+                            return _Streamed(text[: at + len(stop)], "stop", stop, chunks, usage)
+                    if reason == "stop":
+                        return _Streamed(text, "eos", None, chunks, usage)
+                    if reason == "length":
+                        return _Streamed(text, "length", None, chunks, usage)
+                    if reason is not None:
+                        error = EngineError(f"{what}: the server ended with finish_reason={reason!r}")
+                        raise _Failure(error, retryable=False)
+        if events == 0:
+            raise _Failure(_EmptyStream(f"{what}: the server sent an empty stream"), retryable=False)
+        raise _Failure(
+            EngineError(
+                f"{what}: the stream ended without a finish reason (llama_cpp.server cuts a stream when another "
+                "request arrives; start it with --interrupt_requests false if other clients use it)"
+            ),
+            retryable=True,
+        )
 
     def _bump(self, counter: str, by: float = 1) -> None:
         with self._lock:
@@ -496,7 +542,7 @@ class OpenAIEngine(Engine):
         return list(self._pool.map(function, items))
 
     # -- start-up probing -----------------------------------------------------------------------
-    def _probe(self, served_model: str | None, serialize: bool | None) -> None:
+    def _probe(self, served_model: str | None, serialize: bool | None, logprobs_k: int | None) -> None:
         listing = self._json("GET", "/v1/models", what="list the served models")
         data = listing.get("data") if isinstance(listing, dict) else None
         entries = [m for m in data or [] if isinstance(m, dict) and isinstance(m.get("id"), str)]
@@ -521,6 +567,8 @@ class OpenAIEngine(Engine):
             caps.max_model_len = entry["max_model_len"]
         self._probe_tokenizer()
         self._probe_completions()
+        if logprobs_k is None and caps.flavor == "llama-cpp-python":
+            self.logprobs_k = 200  # it sorts the whole vocabulary for any logprobs request: a long list is free
         if serialize if serialize is not None else caps.flavor == "llama-cpp-python":
             self._in_flight_limit = 1
             self._slots = threading.BoundedSemaphore(1)
@@ -554,6 +602,8 @@ class OpenAIEngine(Engine):
             return
         if style == "llama-cpp-python":
             caps.flavor = "llama-cpp-python"
+        elif style == "vllm" and caps.flavor == "openai-compatible":
+            caps.flavor = "vllm"
         empty = self._server_tokenize(style, "", add_special=True)
         full = self._server_tokenize(style, _PROBE_TEXT, add_special=True)
         common = 0
@@ -578,12 +628,13 @@ class OpenAIEngine(Engine):
         choice: dict[str, Any] | None = None
         logprob_error: EngineError | None = None
         ids = self.tokenize(_PROBE_TEXT)
+        vllm = caps.flavor == "vllm"  # always takes token prompts: a failure here is a real error
         try:
-            extra = {"prompt_logprobs": 1} if caps.flavor == "vllm" else {}
-            choice, _ = self._complete({**body, **extra, "prompt": ids}, what="probe token prompts", retry=False)
+            extra = {"prompt_logprobs": 1} if vllm else {}
+            choice, _ = self._complete({**body, **extra, "prompt": ids}, what="probe token prompts", retry=vllm)
             caps.token_prompts = True
         except EngineError as exc:
-            if exc.status is None:
+            if exc.status is None or vllm:
                 raise
         if choice is None:
             try:
@@ -595,10 +646,13 @@ class OpenAIEngine(Engine):
                 plain = {k: v for k, v in body.items() if k != "logprobs"}
                 choice, _ = self._complete({**plain, "prompt": _PROBE_TEXT}, what="probe completions")
         prompt_lps = choice.get("prompt_logprobs")
-        if caps.token_prompts and isinstance(prompt_lps, list) and prompt_lps and isinstance(prompt_lps[-1], dict):
+        if caps.token_prompts and caps.flavor == "vllm" and self._ids_are_scored(ids):
+            caps.logprobs = "ids"
+        elif caps.token_prompts and isinstance(prompt_lps, list) and prompt_lps and isinstance(prompt_lps[-1], dict):
             caps.logprobs = "prompt"
         elif _first_position_top(choice) is not None:
-            caps.logprobs = "biased" if self._bias_reads_exactly(choice, ids if caps.token_prompts else _PROBE_TEXT) else "top"
+            exact = self._bias_reads_exactly(choice, ids if caps.token_prompts else _PROBE_TEXT)
+            caps.logprobs = "biased" if exact else "top"
         else:
             raise EngineError(
                 _NO_LOGPROBS,
@@ -622,6 +676,20 @@ class OpenAIEngine(Engine):
                     status=exc.status, body=exc.body,
                 ) from exc
 
+    def _ids_are_scored(self, ids: list[int]) -> bool:
+        """Does the server honour vLLM's ``logprob_token_ids`` (log-probabilities of chosen tokens)?"""
+        wanted = ids[-1]
+        body = {**self._logprob_body(ids), "logprobs": 1, "logprob_token_ids": [wanted],
+                "return_tokens_as_token_ids": True}
+        try:
+            choice, _ = self._complete(body, what="probe logprob_token_ids", retry=False)
+        except EngineError as exc:
+            if exc.status is None:
+                raise
+            return False
+        top = _first_position_top(choice)
+        return top is not None and wanted in top[0]
+
     def _bias_reads_exactly(self, choice: Json, prompt: Prompt) -> bool:
         """Does forcing a token with ``logit_bias`` report its unbiased log-probability?"""
         top = _first_position_top(choice)
@@ -630,7 +698,7 @@ class OpenAIEngine(Engine):
         by_id, by_text = top
         sampled_id, sampled_text, _ = _sampled(choice)
         target: int | None = None
-        expected = 0.0
+        expected: float | None = None
         for token, value in by_id.items():
             if token != sampled_id:
                 target, expected = token, value
@@ -643,7 +711,7 @@ class OpenAIEngine(Engine):
             ids = self._raw_tokenize(text)
             if len(ids) == 1 and self._candidate_text(ids[0]) == text:
                 target, expected = ids[0], value
-        if target is None:
+        if target is None or expected is None:
             return False
         try:
             forced, _ = self._complete(self._forcing_body(prompt, target, 1), what="probe logit_bias", retry=False)
@@ -651,8 +719,8 @@ class OpenAIEngine(Engine):
             if exc.status is None:
                 raise
             return False
-        value = self._forced_value(forced, target)
-        return value is not None and abs(value - expected) < 1e-3
+        reported = self._forced_value(forced, target)
+        return reported is not None and abs(reported - expected) < 1e-3
 
     def _forcing_body(self, prompt: Prompt, token: int, k: int) -> Json:
         return {**self._logprob_body(prompt), "temperature": 0.0, "logprobs": k, "logit_bias": {str(token): 100.0}}
@@ -667,28 +735,19 @@ class OpenAIEngine(Engine):
 
     def _find_template_and_specials(self) -> None:
         local = self._local
-        props: Any = None
-        if self._template is None or local is None:
-            try:
-                props = self._json("GET", "/props", what="read the server's model properties", retry=False)
-            except EngineError as exc:
-                if exc.status is None:
-                    raise
-        props = props if isinstance(props, dict) else {}
+        props = self._server_properties() if self._template is None or local is None else {}
         if self._template is None:
             served = props.get("chat_template")
             if isinstance(served, str) and served:
                 self._template = served
             elif local is not None:
                 self._template = local.chat_template
-        if self._template is not None and self._learn_specials_on:
-            self._learn_specials(self._template)
+        if self._learn_specials_on:
+            self._learn_specials(" ".join(_COMMON_SPECIALS) + " " + (self._template or ""))
         if local is not None:
             self._bos_text, self._eos_text = local.bos_text or None, local.eos_text or None
             return
-        bos, eos = props.get("bos_token"), props.get("eos_token")
-        self._bos_text = bos if isinstance(bos, str) and bos else None
-        self._eos_text = eos if isinstance(eos, str) and eos else None
+        self._bos_text, self._eos_text = _token_text(props.get("bos_token")), _token_text(props.get("eos_token"))
         if self._bos_text is None and self._bos is not None:
             self._bos_text = self._specials.get(self._bos) or self._server_detokenize([self._bos]) or None
         for key, known in (("bos_token", self._bos_text), ("eos_token", self._eos_text)):
@@ -697,6 +756,23 @@ class OpenAIEngine(Engine):
                     "the chat template uses %s but %s does not tell its text; pass tokenizer=<the model's GGUF> "
                     "if prompts need it", key, self.base_url,
                 )
+
+    def _server_properties(self) -> Json:
+        """Chat template and BOS/EOS texts where the server tells them.
+
+        llama-server has ``/props``; vLLM has ``/tokenizer_info`` if run with
+        ``--enable-tokenizer-info-endpoint``.
+        """
+        for path in ("/props", "/tokenizer_info"):
+            try:
+                found = self._json("GET", path, what="read the server's tokenizer properties", retry=False)
+            except EngineError as exc:
+                if exc.status is None:
+                    raise
+                continue
+            if isinstance(found, dict) and found.get("chat_template"):
+                return found
+        return {}
 
     # -- tokens ---------------------------------------------------------------------------------
     def _server_tokenize(self, style: str, text: str, *, add_special: bool, retry: bool = True) -> list[int]:
@@ -778,12 +854,26 @@ class OpenAIEngine(Engine):
                 run.append(token)
                 continue
             if run:
-                parts.append(self._server_detokenize(run))
+                parts.append(self._run_text(run))
                 run = []
             parts.append(special)
         if run:
-            parts.append(self._server_detokenize(run))
+            parts.append(self._run_text(run))
         return "".join(parts)
+
+    def _run_text(self, run: list[int]) -> str:
+        """Server text of tokens between special tokens; chat turns repeat, so recent runs are kept."""
+        key = tuple(run)
+        with self._lock:
+            if key in self._run_texts:
+                self._run_texts.move_to_end(key)
+                return self._run_texts[key]
+        text = self._server_detokenize(run)
+        with self._lock:
+            self._run_texts[key] = text
+            while len(self._run_texts) > _RUN_CACHE:
+                self._run_texts.popitem(last=False)
+        return text
 
     def _text_prompt(self, tokens: Sequence[int]) -> str:
         """The text that a text-only server turns back into exactly ``tokens``, or ``_PromptMismatch``."""
@@ -891,23 +981,40 @@ class OpenAIEngine(Engine):
     def _logprobs_one(self, request: LogprobRequest) -> TokenLogprobs:
         started = time.perf_counter()
         candidates = list(dict.fromkeys(request.candidates))
-        if self._caps.logprobs == "prompt":
+        strategy = self._caps.logprobs
+        if strategy == "ids":
+            values, usage = self._scored_by_ids(request.prompt, candidates)
+        elif strategy == "prompt":
             values, usage = self._scored_by_prompt(request.prompt, candidates)
         else:
-            values, usage = self._scored_by_top(request.prompt, candidates)
+            values, usage = self._scored_by_forcing(request.prompt, candidates, force=strategy == "biased")
         seconds = time.perf_counter() - started
         cached = _cached_tokens(usage)
         self._count(len(request.prompt), cached, 0, seconds)
         return TokenLogprobs(values, prompt_tokens=len(request.prompt), cached_prompt_tokens=cached, seconds=seconds)
 
     def _logprob_body(self, prompt: Prompt) -> Json:
-        return {"model": self.served_model, "prompt": prompt, "max_tokens": 1, "temperature": 1.0, "top_p": 1.0,
-                "seed": 0}
+        body: Json = {"model": self.served_model, "prompt": prompt, "max_tokens": 1, "temperature": 1.0,
+                      "top_p": 1.0, "seed": 0}
+        if self._caps.flavor == "vllm":
+            body["return_tokens_as_token_ids"] = True  # logprobs keyed by id, not by text
+        return body
+
+    def _scored_by_ids(self, prompt: list[int], candidates: list[int]) -> Scores:
+        """One request; the server reports the candidates' log-probabilities at the next position."""
+        self._room(len(prompt), 1)
+        body = {**self._logprob_body(prompt), "logprobs": 1, "logprob_token_ids": candidates,
+                "return_tokens_as_token_ids": True}
+        choice, usage = self._complete(body, what="score the verdict tokens")
+        top = _first_position_top(choice)
+        if top is None:
+            raise EngineError(_NO_LOGPROBS, body=json.dumps(choice)[:_BODY_KEEP])
+        return {c: top[0].get(c) for c in candidates}, usage
 
     def _scored_by_prompt(self, prompt: list[int], candidates: list[int]) -> Scores:
         """Append each candidate to the prompt; the server scores that last prompt token exactly."""
         values: dict[int, float | None] = {}
-        usage: dict[str, Any] = {}
+        usage: Json = {}
         self._room(len(prompt) + 1, 1)
         for candidate in candidates:
             if candidate in values:
@@ -923,36 +1030,51 @@ class OpenAIEngine(Engine):
             values.setdefault(candidate, None)
         return {c: values.get(c) for c in candidates}, usage
 
-    def _scored_by_top(self, prompt: list[int], candidates: list[int]) -> Scores:
-        """Read the candidates from the next position's top log-probabilities."""
-        nothing: dict[int, float | None] = dict.fromkeys(candidates)
+    def _scored_by_forcing(self, prompt: list[int], candidates: list[int], *, force: bool) -> Scores:
+        """Read the candidates at the next position: forced one by one (``force``) or from the top-k."""
+        values: dict[int, float | None] = {}
         try:
             wire, _ = self._wire(prompt)
         except _PromptMismatch as exc:
             log.warning("cannot score a token prompt at %s exactly (%s); the verdict stays unreadable",
                         self.base_url, exc)
             self._bump("unsendable_prompts")
-            return nothing, {}
+            return dict.fromkeys(candidates), {}
         self._room(len(prompt), 1)
-        choice, usage = self._complete({**self._logprob_body(wire), "logprobs": self.logprobs_k},
-                                       what="score the verdict tokens")
+        usage: Json = {}
+        for candidate in candidates if force else candidates[:1]:
+            if candidate in values:
+                continue
+            if force:
+                body = self._forcing_body(wire, candidate, self.logprobs_k)
+            else:
+                body = {**self._logprob_body(wire), "logprobs": self.logprobs_k}
+            choice, usage = self._complete(body, what="score the verdict tokens")
+            if force:
+                values[candidate] = self._forced_value(choice, candidate)
+            self._fill_from_top(choice, candidates, values)
+        return {c: values.get(c) for c in candidates}, usage
+
+    def _fill_from_top(self, choice: Json, candidates: list[int], values: dict[int, float | None]) -> None:
+        """Take the candidates not known yet from a choice's top log-probabilities, when unambiguous."""
         top = _first_position_top(choice)
         if top is None:
             raise EngineError(_NO_LOGPROBS, body=json.dumps(choice)[:_BODY_KEEP])
         by_id, by_text = top
-        texts = {c: self._candidate_text(c) for c in candidates} if not by_id else {}
-        values: dict[int, float | None] = {}
-        for candidate in candidates:
-            if by_id:
-                values[candidate] = by_id.get(candidate)
-                continue
+        missing = [c for c in candidates if values.get(c) is None]
+        if by_id:
+            for candidate in missing:
+                if candidate in by_id:
+                    values[candidate] = by_id[candidate]
+            return
+        texts = {c: self._candidate_text(c) for c in candidates}
+        for candidate in missing:
             text = texts[candidate]
-            clash = text is None or list(texts.values()).count(text) > 1
-            values[candidate] = None if clash else by_text.get(text or "")
-        return values, usage
+            if text is not None and list(texts.values()).count(text) == 1 and text in by_text:
+                values[candidate] = by_text[text]
 
     def _candidate_text(self, token: int) -> str | None:
-        """How the server writes ``token`` as a ``top_logprobs`` key; ``None`` when ambiguous."""
+        """How the server writes ``token`` in its logprobs; ``None`` when that text is not usable."""
         with self._lock:
             if token in self._candidate_texts:
                 return self._candidate_texts[token]

@@ -1,0 +1,1 @@
+"""Engine tests: the shared engine suite and backend-specific tests."""

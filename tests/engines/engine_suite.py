@@ -1,0 +1,178 @@
+"""What every engine must do, written once and run against each backend.
+
+A test module imports these functions (``from .engine_suite import *``) and provides two fixtures:
+``engine`` (the engine under test) and ``reference`` (an engine of the same model to agree with, or
+``None`` to skip the cross-engine checks). See ``test_engine_suite.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from genprm.engines.base import GenerationRequest, LogprobRequest, SamplingParams
+from genprm.protocol import prompts as P
+from genprm.protocol.chat import AssistantHeader, ChatTemplate, build_messages
+from genprm.protocol.verdict import verdict_probe
+from genprm.verifier import SolutionVerifier, VerifyConfig
+
+__all__ = [
+    "test_batch_outputs_come_back_in_input_order",
+    "test_stop_string_is_kept_and_reported",
+    "test_no_stop_hit_ends_by_eos_or_length",
+    "test_max_tokens_ends_by_length",
+    "test_same_seed_same_text",
+    "test_token_prompt_and_text_prompt_agree",
+    "test_tokenize_round_trips_special_tokens",
+    "test_tokenize_agrees_with_reference",
+    "test_greedy_generation_agrees_with_reference",
+    "test_verdict_logprobs_are_log_probabilities",
+    "test_verdict_logprobs_agree_with_reference",
+    "test_solution_verifier_runs_to_readable_rewards",
+]
+
+PROBLEM = "Tom has 3 apples and buys 4 more. How many apples does he have?"
+STEPS = ["Tom starts with 3 apples.", "He buys 4 more, so he has 3 + 4 = 7 apples."]
+
+
+def chat(user: str, system: str = "You are a helpful assistant.") -> str:
+    return f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def genprm_verdict_prompt(engine) -> str:
+    """A GenPRM prompt, rendered with the engine's template, that ends at the verdict position."""
+    template = ChatTemplate(engine.chat_template, engine.special_tokens)
+    messages = build_messages(P.SYSTEM_PROMPT, [P.user_turn(PROBLEM, STEPS[0], 0)], [])
+    prompt = template.prompt_for(messages, AssistantHeader.TEMPLATE)
+    return prompt + P.analyze_prefix(1) + "The step restates the problem correctly." + P.ANALYZE_END + P.OUTPUT_PREFIX
+
+
+def greedy(max_tokens: int, stop: tuple[str, ...] = (), seed: int = 0) -> SamplingParams:
+    return SamplingParams(max_tokens=max_tokens, temperature=0.0, top_p=1.0, top_k=0, stop=stop, seed=seed)
+
+
+def test_batch_outputs_come_back_in_input_order(engine):
+    prompts = [
+        chat("Name three colors."),
+        chat("Write a Python function that adds two numbers."),
+        chat("What is the capital of France?"),
+    ]
+    params = greedy(10)
+    batch = engine.generate([GenerationRequest(p, params) for p in prompts])
+    alone = [engine.generate([GenerationRequest(p, params)])[0] for p in prompts]
+    assert [g.text for g in batch] == [g.text for g in alone]
+    assert len({g.text for g in batch}) == 3, "the prompts should give different continuations"
+    assert [g.prompt_tokens for g in batch] == [len(engine.tokenize(p)) for p in prompts]
+
+
+def test_stop_string_is_kept_and_reported(engine):
+    prompt = chat("Describe the sea in two sentences.")
+    free = engine.generate([GenerationRequest(prompt, greedy(24))])[0]
+    assert len(free.text) >= 12, free.text
+    at = len(free.text) // 2
+    stop = free.text[at: at + 4]  # a stop string the greedy continuation is known to reach
+    cut = free.text.index(stop) + len(stop)
+    out = engine.generate([GenerationRequest(prompt, greedy(24, stop=("never-there-1", stop, "never-there-2")))])[0]
+    assert out.finish_reason == "stop"
+    assert out.stop_string == stop
+    assert out.text == free.text[:cut] and out.text.endswith(stop)
+    assert 0 < out.completion_tokens <= free.completion_tokens
+
+
+def test_no_stop_hit_ends_by_eos_or_length(engine):
+    out = engine.generate([GenerationRequest(chat("Is 2+2=4? Answer in one short sentence."), greedy(200, ("@@@",)))])[0]
+    assert out.stop_string is None and "@@@" not in out.text
+    assert out.finish_reason in ("eos", "length")
+    if out.finish_reason == "eos":
+        assert out.completion_tokens < 200
+
+
+def test_max_tokens_ends_by_length(engine):
+    params = SamplingParams(max_tokens=7, temperature=0.7, seed=5)
+    out = engine.generate([GenerationRequest(chat("Write a long story about a dragon and a knight."), params)])[0]
+    assert out.finish_reason == "length" and out.stop_string is None
+    assert out.completion_tokens == 7
+
+
+def test_same_seed_same_text(engine):
+    prompt = chat("Tell me a fact about the moon.")
+    for params in (greedy(16, seed=11), SamplingParams(max_tokens=16, temperature=0.8, seed=11)):
+        first, second = (engine.generate([GenerationRequest(prompt, params)])[0] for _ in range(2))
+        assert first.text == second.text and first.finish_reason == second.finish_reason
+
+
+def test_token_prompt_and_text_prompt_agree(engine):
+    prompt = chat("Name a prime number.")
+    by_text = engine.generate([GenerationRequest(prompt, greedy(8))])[0]
+    by_tokens = engine.generate([GenerationRequest(engine.tokenize(prompt), greedy(8))])[0]
+    assert by_tokens.text == by_text.text and by_tokens.prompt_tokens == by_text.prompt_tokens
+
+
+def test_tokenize_round_trips_special_tokens(engine):
+    text = chat("Compute 3 + 4 = 7, then x² ≤ 10 — done.")
+    ids = engine.tokenize(text)
+    assert engine.detokenize(ids) == text
+    [start] = [t for t in engine.tokenize("<|im_start|>") if t in ids]  # parsed as one special token
+    assert ids.count(start) == 3
+
+
+def test_tokenize_agrees_with_reference(engine, reference):
+    if reference is None:
+        pytest.skip("no reference engine for this backend")
+    for text in (chat("Compute 3 + 4 = 7, then x² ≤ 10 — done."), genprm_verdict_prompt(reference), "", " leading"):
+        assert engine.tokenize(text) == reference.tokenize(text)
+
+
+def test_greedy_generation_agrees_with_reference(engine, reference):
+    if reference is None:
+        pytest.skip("no reference engine for this backend")
+    requests = [
+        GenerationRequest(chat("Is 2+2=4? Answer in one short sentence."), greedy(64, (".",))),
+        GenerationRequest(chat("List three fruits."), greedy(20, ("\n\n", "3."))),
+    ]
+    for mine, theirs in zip(engine.generate(requests), reference.generate(requests)):
+        assert (mine.text, mine.finish_reason, mine.stop_string) == (theirs.text, theirs.finish_reason, theirs.stop_string)
+        assert mine.completion_tokens == theirs.completion_tokens
+
+
+def _verdict_request(engine) -> LogprobRequest:
+    probe = verdict_probe(engine.tokenize, genprm_verdict_prompt(engine))
+    return LogprobRequest(probe.prompt, (probe.yes_token, probe.no_token))
+
+
+def test_verdict_logprobs_are_log_probabilities(engine):
+    request = _verdict_request(engine)
+    other = LogprobRequest(engine.tokenize(chat("Is 7 prime?")), request.candidates)
+    both = engine.next_token_logprobs([request, other])
+    alone = [engine.next_token_logprobs([r])[0] for r in (request, other)]
+    for batched, single in zip(both, alone):
+        assert set(batched.logprobs) == set(request.candidates)
+        values = [batched.logprobs[c] for c in request.candidates]
+        assert all(v is not None and v <= 0 for v in values), values
+        assert sum(math.exp(v) for v in values) <= 1 + 1e-6
+        for c in request.candidates:
+            assert batched.logprobs[c] == pytest.approx(single.logprobs[c], abs=1e-4)
+    assert both[0].prompt_tokens == len(request.prompt)
+
+
+def test_verdict_logprobs_agree_with_reference(engine, reference):
+    if reference is None:
+        pytest.skip("no reference engine for this backend")
+    request = _verdict_request(reference)
+    mine = engine.next_token_logprobs([request])[0]
+    theirs = reference.next_token_logprobs([request])[0]
+    for token in request.candidates:
+        assert mine.logprobs[token] == pytest.approx(theirs.logprobs[token], abs=1e-2)
+
+
+def test_solution_verifier_runs_to_readable_rewards(engine):
+    result = SolutionVerifier(engine, VerifyConfig(n=2, max_step_tokens=64)).verify(PROBLEM, STEPS)
+    assert len(result.steps) == 2
+    for step in result.steps:
+        assert len(step.paths) == 2
+        for path in step.paths:
+            assert path.readable, path.unreadable_reason
+            assert 0.0 <= path.reward <= 1.0
+            assert path.completion_tokens > 0
+        assert 0.0 <= step.reward <= 1.0
