@@ -29,6 +29,7 @@ from genprm.errors import ConfigError, MissingDependencyError
 _BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "llamacpp": ("genprm.engines.llamacpp", "LlamaCppEngine", "llama_cpp", "llamacpp"),
     "openai": ("genprm.engines.openai_compat", "OpenAIEngine", "httpx", "openai"),
+    "vllm": ("genprm.engines.vllm_engine", "VLLMEngine", "vllm", "vllm"),
     "scripted": ("genprm.engines.scripted", "ScriptedEngine", None, None),
 }
 
