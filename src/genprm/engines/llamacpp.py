@@ -38,6 +38,7 @@ from genprm.engines.base import (
 )
 from genprm.engines.models import resolve_gguf
 from genprm.errors import EngineError, ModelNotFoundError
+from genprm.tokens import common_prefix_length, with_bos
 
 DEFAULT_CTX = 16384
 
@@ -52,15 +53,6 @@ def _quiet_native_logs(verbose: bool) -> None:
         pass
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 class _StateCache:
     """Saved KV states keyed by their token prefix, least recently used evicted past a byte budget."""
 
@@ -72,7 +64,7 @@ class _StateCache:
     def best(self, tokens: Sequence[int]) -> tuple[int, Any]:
         best_len, best_key = 0, None
         for key in self.states:
-            n = _common_prefix(key, tokens)
+            n = common_prefix_length(key, tokens)
             if n > best_len:
                 best_len, best_key = n, key
         if best_key is None:
@@ -141,9 +133,7 @@ class LlamaCppEngine(Engine):
     def tokenize(self, text: str) -> list[int]:
         """Token ids of a whole prompt: special tokens parsed, BOS added if the model wants one."""
         ids = self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
-        if self._add_bos and self._bos >= 0 and (not ids or ids[0] != self._bos):
-            ids.insert(0, self._bos)
-        return ids
+        return with_bos(ids, self._bos if self._add_bos and self._bos >= 0 else None)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return self.llm.detokenize(list(tokens), special=True).decode("utf-8", errors="replace")
@@ -168,7 +158,7 @@ class LlamaCppEngine(Engine):
     # -- cache ----------------------------------------------------------------------------------
     def _position(self, tokens: list[int]) -> int:
         """Make the KV cache hold the longest available prefix of ``tokens``; return its length."""
-        current = _common_prefix(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
+        current = common_prefix_length(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
         saved, state = self._states.best(tokens)
         if state is not None and saved > current + 16:
             self.llm.load_state(state)

@@ -88,6 +88,7 @@ from genprm.engines.base import (
     TokenLogprobs,
 )
 from genprm.errors import ConfigError, EngineError, MissingDependencyError
+from genprm.tokens import with_bos
 
 log = logging.getLogger(__name__)
 
@@ -822,8 +823,7 @@ class OpenAIEngine(Engine):
     def tokenize(self, text: str) -> list[int]:
         """Token ids of a whole prompt: special tokens parsed, BOS added if the model wants one."""
         ids = self._raw_tokenize(text)
-        if self._bos is not None and (not ids or ids[0] != self._bos):
-            ids.insert(0, self._bos)
+        with_bos(ids, self._bos)
         if self._learn_specials_on:
             self._learn_specials(text)
         return ids

@@ -49,6 +49,7 @@ from genprm.engines.base import (
     TokenLogprobs,
 )
 from genprm.errors import ConfigError, EngineError, ModelNotFoundError
+from genprm.tokens import with_bos
 
 DEFAULT_CTX = 16384
 CPU_KV_CACHE_GIB = 4.0
@@ -182,9 +183,7 @@ class VLLMEngine(Engine):
     def tokenize(self, text: str) -> list[int]:
         """Token ids of a whole prompt: special tokens parsed, BOS added if the model wants one."""
         ids = list(self._tokenizer.encode(text, add_special_tokens=False))
-        if self._add_bos and self._bos_id is not None and (not ids or ids[0] != self._bos_id):
-            ids.insert(0, self._bos_id)
-        return ids
+        return with_bos(ids, self._bos_id if self._add_bos else None)
 
     def detokenize(self, tokens: Sequence[int]) -> str:
         return str(self._tokenizer.decode(list(tokens), skip_special_tokens=False))

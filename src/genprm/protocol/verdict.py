@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from genprm.protocol.prompts import VERDICTS, verdict_close
+from genprm.tokens import common_prefix_length
 
 Tokenize = Callable[[str], list[int]]
 
@@ -93,11 +94,7 @@ def verdict_probe(tokenize: Tokenize, prompt_text: str) -> VerdictProbe:
     """Split the verdict tokens of ``prompt_text`` (which ends right before ``{Yes}``/``{No}``)."""
     yes_ids = tokenize(prompt_text + verdict_close(VERDICTS[0]))
     no_ids = tokenize(prompt_text + verdict_close(VERDICTS[1]))
-    common = 0
-    for a, b in zip(yes_ids, no_ids):
-        if a != b:
-            break
-        common += 1
+    common = common_prefix_length(yes_ids, no_ids)
     if common >= min(len(yes_ids), len(no_ids)):
         raise ValueError("the tokenizer does not distinguish the Yes and No verdicts")
     return VerdictProbe(prompt=yes_ids[:common], yes_token=yes_ids[common], no_token=no_ids[common])

@@ -47,13 +47,6 @@ class PathStep:
     engine_calls: int = 0
     seconds: float = 0.0
 
-    @property
-    def analysis(self) -> str:
-        """The text inside <analyze>, after the lead-in."""
-        from genprm.protocol.parse import analysis_of
-
-        return analysis_of(self.text)
-
 
 @dataclass
 class StepResult:
