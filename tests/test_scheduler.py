@@ -57,3 +57,25 @@ def test_scheduler_streams_every_record_once_to_the_output(tmp_path):
     assert sorted(r.record["id"] for r in results) == [r["id"] for r in RECORDS]
     assert len(out.read_text().splitlines()) == len(RECORDS)
     assert verify(RECORDS, model=engine, config=VerifyConfig(n=2, mode="analyze"), out=out, concurrency=8) == []
+
+
+def test_a_subset_of_paths_reproduces_those_paths_of_the_full_run():
+    """What lets a store extend N=2 to N=4: paths 2 and 3 alone equal paths 2 and 3 of a full run."""
+    from genprm.io import validate_record
+    from genprm.verifier import SolutionVerifier
+    from genprm.verifier.scheduler import Scheduler
+
+    config = VerifyConfig(n=4, seed=5)
+    item = validate_record(RECORDS[1], position=0)
+    full = SolutionVerifier(_engine(), config).verify(item.problem, item.steps, key=item.key)
+    part = SolutionVerifier(_engine(), config).verify(item.problem, item.steps, key=item.key, path_ids=[2, 3])
+    assert [[p.path for p in s.paths] for s in part.steps] == [[2, 3], [2, 3]]
+    assert [[p.text for p in s.paths[2:]] for s in full.steps] == [[p.text for p in s.paths] for s in part.steps]
+
+    scheduler = Scheduler(SolutionVerifier(_engine(), config), concurrency=4)
+    got = []
+    try:
+        scheduler.run([item], got.append, path_ids_of=lambda _: [3])
+    finally:
+        scheduler.close()
+    assert [s.paths[0].text for s in got[0].steps] == [s.paths[3].text for s in full.steps]

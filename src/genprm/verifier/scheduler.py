@@ -10,7 +10,7 @@ exactly those of the sequential loop: the same coroutines, the same derived seed
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from genprm.io import SolutionInput
@@ -36,8 +36,16 @@ class Scheduler:
             runner=ThreadedRunner(self._paths),
         )
 
-    def run(self, items: Iterable[SolutionInput], on_result: Callable[[SolutionResult], None]) -> None:
-        """Verify ``items``; ``on_result`` is called (from this thread) as each solution finishes."""
+    def run(
+        self,
+        items: Iterable[SolutionInput],
+        on_result: Callable[[SolutionResult], None],
+        path_ids_of: Callable[[SolutionInput], Sequence[int] | None] | None = None,
+    ) -> None:
+        """Verify ``items``; ``on_result`` is called (from this thread) as each solution finishes.
+
+        ``path_ids_of`` picks which paths of an item to run (default: all ``n``).
+        """
         stop = threading.Event()
         with ThreadPoolExecutor(self.solutions_in_flight, thread_name_prefix="genprm-solution") as solutions:
             running: set[Future[SolutionResult]] = set()
@@ -45,7 +53,8 @@ class Scheduler:
             def verify(item: SolutionInput) -> SolutionResult:
                 if stop.is_set():
                     raise RuntimeError("cancelled")
-                return self.verifier.verify(item.problem, item.steps, record=item.record, key=item.key)
+                ids = path_ids_of(item) if path_ids_of else None
+                return self.verifier.verify(item.problem, item.steps, record=item.record, key=item.key, path_ids=ids)
 
             try:
                 for item in items:

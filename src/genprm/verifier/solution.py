@@ -57,19 +57,34 @@ class SolutionVerifier:
         )
 
     def verify(
-        self, problem: str, steps: Sequence[str], *, record: dict[str, Any] | None = None, key: str = ""
+        self,
+        problem: str,
+        steps: Sequence[str],
+        *,
+        record: dict[str, Any] | None = None,
+        key: str = "",
+        path_ids: Sequence[int] | None = None,
     ) -> SolutionResult:
-        """Score every step of one solution; ``record`` is carried into the result unchanged."""
+        """Score every step of one solution; ``record`` is carried into the result unchanged.
+
+        ``path_ids`` runs only those paths (default ``range(n)``): an independent path depends only
+        on its own index, so a store can add paths 4..7 to a run that has 0..3 (independent mode only).
+        """
         cfg = self.config
         started = time.perf_counter()
+        ids = list(range(cfg.n)) if path_ids is None else list(path_ids)
+        if path_ids is not None and cfg.paths != "independent":
+            raise ConfigError("paths", cfg.paths, "running a subset of paths needs independent paths")
+        if not ids:
+            raise ConfigError("path_ids", ids, "give at least one path")
         users = [user_turn(problem, s, i, cfg.first_turn) for i, s in enumerate(steps)]
-        n_histories = cfg.n if cfg.paths == "independent" else 1
+        n_histories = len(ids) if cfg.paths == "independent" else 1
         histories: list[list[str]] = [[] for _ in range(n_histories)]
         results: list[StepResult] = []
         with ExitStack() as stack:
             sessions = [_LazySession(self.sandbox, stack) for _ in range(n_histories)]
             for k in range(len(steps)):
-                paths = self._verify_step(users[: k + 1], histories, sessions, k, key)
+                paths = self._verify_step(users[: k + 1], histories, sessions, k, key, ids)
                 if cfg.paths == "independent":
                     for history, path in zip(histories, paths):
                         history.append(path.text)
@@ -103,13 +118,15 @@ class SolutionVerifier:
         sessions: list[_LazySession],
         k: int,
         key: str,
+        ids: list[int],
     ) -> list[PathStep]:
         cfg = self.config
         system = cfg.mode.system_prompt
 
-        def coroutine(path: int) -> PathCoroutine:
-            history = histories[path if cfg.paths == "independent" else 0]
+        def coroutine(slot: int) -> PathCoroutine:
+            history = histories[slot if cfg.paths == "independent" else 0]
             prompt = self.chat.prompt_for(build_messages(system, users, history), cfg.assistant_header)
+            path = ids[slot]
             seed = derive_seed(cfg.seed, key, k, path)
             return verify_step_path(cfg, prompt, k + 1, path, self.engine.tokenize, seed)
 
@@ -117,7 +134,7 @@ class SolutionVerifier:
             # The released code runs paths one after another against one code namespace: keep that
             # order, since code of path j can change what path j+1's code sees.
             return [self.run_paths(self.engine, [coroutine(j)], [sessions[0].run])[0] for j in range(cfg.n)]
-        return self.run_paths(self.engine, [coroutine(j) for j in range(cfg.n)], [s.run for s in sessions])
+        return self.run_paths(self.engine, [coroutine(j) for j in range(len(ids))], [s.run for s in sessions])
 
 
 def _summarise(index: int, paths: list[PathStep]) -> StepResult:
