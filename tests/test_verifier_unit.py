@@ -127,3 +127,12 @@ def test_config_rejects_typos_and_bad_values():
         VerifyConfig(n=0)
     with pytest.raises(ValueError, match="first_turn"):
         VerifyConfig(first_turn="fancy")
+
+
+def test_config_checks_the_cascade():
+    assert VerifyConfig(cascade="direct, analyze,full").levels == (P.Mode.DIRECT, P.Mode.ANALYZE, P.Mode.FULL)
+    assert VerifyConfig(mode="analyze").levels == (P.Mode.ANALYZE,)
+    for bad, reason in [("full,analyze", "only the last"), ("analyze,analyze", "once"), ("", "at least one"),
+                        ("direct,fancy", "unknown mode 'fancy'")]:
+        with pytest.raises(ValueError, match=reason):
+            VerifyConfig(cascade=bad)

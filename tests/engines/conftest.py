@@ -1,7 +1,13 @@
-"""Fixtures for the engine tests: the in-process demo model and a real llama_cpp.server on loopback."""
+"""Fixtures for the engine tests: the in-process demo model, a real llama_cpp.server on loopback, and vLLM.
+
+Each engine is started once per session: the shared suite (``test_engine_suite.py``) and the
+backend-specific modules use the same instance, so vLLM's start-up (~20 s on 2 cores) is paid once.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -102,4 +108,29 @@ def openai_engine(llama_server: LlamaServer, inprocess_engine):
         base_url=llama_server.url, api_key=llama_server.api_key, chat_template=inprocess_engine.chat_template,
         timeout_s=60,
     ) as engine:
+        yield engine
+
+
+VLLM_MODEL_ENV = "GENPRM_VLLM_MODEL"
+
+
+def vllm_model() -> str:
+    """The Hugging Face folder the vLLM tests run, from ``$GENPRM_VLLM_MODEL``; skips the test when unusable."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("vLLM is not importable here (on a CPU: scripts/install-vllm-cpu into its own venv)")
+    model = os.environ.get(VLLM_MODEL_ENV, "")
+    if not model:
+        pytest.skip(f"set {VLLM_MODEL_ENV} to a Hugging Face model folder to run the vLLM engine tests")
+    if not Path(model).is_dir():
+        pytest.skip(f"{VLLM_MODEL_ENV}={model} is not a folder")
+    return model
+
+
+@pytest.fixture(scope="session")
+def vllm_engine():
+    """The in-process vLLM engine on ``$GENPRM_VLLM_MODEL`` (a ChatML model such as Qwen2.5), for the session."""
+    model = vllm_model()
+    from genprm.engines.vllm_engine import VLLMEngine
+
+    with VLLMEngine(model, max_model_len=4096, max_batch=64) as engine:
         yield engine

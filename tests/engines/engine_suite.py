@@ -8,6 +8,7 @@ A test module imports these functions (``from .engine_suite import *``) and prov
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 
@@ -61,9 +62,15 @@ def test_batch_outputs_come_back_in_input_order(engine):
     params = greedy(10)
     batch = engine.generate([GenerationRequest(p, params) for p in prompts])
     alone = [engine.generate([GenerationRequest(p, params)])[0] for p in prompts]
-    assert [g.text for g in batch] == [g.text for g in alone]
     assert len({g.text for g in batch}) == 3, "the prompts should give different continuations"
     assert [g.prompt_tokens for g in batch] == [len(engine.tokenize(p)) for p in prompts]
+    # Each batched continuation is closest to its own prompt's single run. Not equality: an engine that
+    # runs a batch as one forward pass (vLLM) is not batch-invariant, and a near tie can break the other
+    # way (Qwen2.5-0.5B on vLLM-CPU, greedy: "...function that adds two" batched, "...function to add
+    # two" alone). Engines that run one request at a time give equal texts, which this accepts.
+    for i, mine in enumerate(batch):
+        shared = [len(os.path.commonprefix([mine.text, single.text])) for single in alone]
+        assert shared[i] > max(s for j, s in enumerate(shared) if j != i), ([g.text for g in batch], [g.text for g in alone])
 
 
 def test_stop_string_is_kept_and_reported(engine):

@@ -1,11 +1,15 @@
-"""The vLLM engine on a real model: the same semantics as the llama.cpp engine, plus batching across threads.
+"""What only the vLLM engine does: prefix caching, exact verdict reads, batching across threads, failures.
+
+The behaviour every engine shares (input order, stop strings, finish reasons, seeds, tokenization,
+verdict log-probabilities, a verification run) is checked by the shared suite in
+``test_engine_suite.py``, on the same session-wide engine (``vllm_engine`` in ``conftest.py``).
 
 Needs vLLM (on a CPU machine: ``scripts/install-vllm-cpu`` into its own venv) and a Hugging Face
 model folder named by ``GENPRM_VLLM_MODEL``. The llama.cpp comparison also needs llama-cpp-python and
 the same model as GGUF (``GENPRM_VLLM_GGUF``, default ``$GENPRM_MODEL_DIR/<folder name>.gguf``).
 
     GENPRM_VLLM_MODEL=/work/models-hf/qwen2.5-coder-0.5b-instruct \\
-        /work/vllm-venv/bin/python -m pytest -q tests/engines/test_vllm_engine.py
+        /work/vllm-venv/bin/python -m pytest -q tests/engines -k vllm
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from genprm.protocol import prompts as P
 from genprm.protocol.chat import AssistantHeader, ChatTemplate, build_messages
 from genprm.protocol.verdict import verdict_probe
 
+from .conftest import vllm_model
+from .engine_suite import chat, genprm_verdict_prompt
+
 pytest.importorskip("vllm")
 pytestmark = pytest.mark.e2e
 
@@ -31,29 +38,9 @@ PROBLEM = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 STEPS = ["Tom starts with 3 apples.", "He buys 4 more, so he has 3 + 4 = 8 apples."]
 
 
-def _model() -> str:
-    model = os.environ.get("GENPRM_VLLM_MODEL", "")
-    if not model:
-        pytest.skip("set GENPRM_VLLM_MODEL to a Hugging Face model folder to run the vLLM engine tests")
-    if not Path(model).is_dir():
-        pytest.skip(f"GENPRM_VLLM_MODEL={model} is not a folder")
-    return model
-
-
 @pytest.fixture(scope="module")
-def engine():
-    from genprm.engines.vllm_engine import VLLMEngine
-
-    with VLLMEngine(_model(), max_model_len=4096, max_batch=64) as llm:
-        yield llm
-
-
-def _chat(engine, user: str) -> str:
-    return (
-        f"<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-        if "im_start" in (engine.chat_template or "")
-        else user
-    )
+def engine(vllm_engine):
+    return vllm_engine
 
 
 def _verdict_text(engine, step: str) -> str:
@@ -65,61 +52,15 @@ def _verdict_text(engine, step: str) -> str:
     return prompt + P.analyze_prefix(1) + analysis + P.ANALYZE_END + P.OUTPUT_PREFIX
 
 
-def test_tokenizer_template_and_special_tokens(engine):
-    text = "<|im_start|>user\nHello, world!<|im_end|>\n"
-    ids = engine.tokenize(text)
-    assert engine.detokenize(ids) == text
+def test_special_tokens_and_model_id(engine):
     specials = engine.special_tokens
     assert specials["eos_token"] and specials["eos_token"] in (engine.chat_template or "") + "<|im_end|><|endoftext|>"
-    if "im_start" in (engine.chat_template or ""):
-        assert len(engine.tokenize("<|im_start|>")) == 1, "special tokens must be parsed, not spelled out"
-    assert engine.model_id == Path(_model()).name
+    assert len(engine.tokenize("<|im_start|>")) == 1, "special tokens must be parsed, not spelled out"
+    assert engine.model_id == Path(vllm_model()).name
 
 
-def test_batch_outputs_come_back_in_input_order(engine):
-    starts = [3, 11, 25, 40]
-    requests = [
-        GenerationRequest(
-            ", ".join(str(n) for n in range(s, s + 3 + i)) + ",", SamplingParams(max_tokens=3 + i, **GREEDY)
-        )
-        for i, s in enumerate(starts)
-    ]
-    outs = engine.generate(requests)
-    assert len(outs) == len(requests)
-    for i, (request, out) in enumerate(zip(requests, outs)):
-        assert out.prompt_tokens == len(engine.tokenize(request.prompt))
-        assert out.finish_reason == "length" and out.completion_tokens == 3 + i
-        assert str(starts[i] + 3 + i) in out.text, (request.prompt, out.text)
-
-
-def test_stop_string_is_included_and_named(engine):
-    prompt = "Count: 1, 2, 3, 4,"
-    out = engine.generate([GenerationRequest(prompt, SamplingParams(max_tokens=40, stop=(" 7", "\n\n"), **GREEDY))])[0]
-    assert out.finish_reason == "stop", out
-    assert out.stop_string == " 7"
-    assert out.text.endswith(" 7") and out.text.count(" 7") == 1
-    assert out.text.startswith(" 5, 6,")
-
-
-def test_length_and_eos_finish(engine):
-    long = engine.generate(
-        [GenerationRequest("Write a long essay about the sea.\n", SamplingParams(max_tokens=5, **GREEDY))]
-    )[0]
-    assert long.finish_reason == "length" and long.completion_tokens == 5 and long.stop_string is None
-    short = engine.generate(
-        [
-            GenerationRequest(
-                _chat(engine, "Reply with exactly the word OK and nothing else."),
-                SamplingParams(max_tokens=32, **GREEDY),
-            )
-        ]
-    )[0]
-    assert short.finish_reason == "eos" and short.stop_string is None, short
-    assert "OK" in short.text and "<|im_end|>" not in short.text
-
-
-def test_seed_makes_sampling_reproducible(engine):
-    prompt = _chat(engine, "Write one sentence about a cat.")
+def test_seeds_hold_inside_a_batch_and_differ_between_seeds(engine):
+    prompt = chat("Write one sentence about a cat.")
 
     def sample(seed: int) -> str:
         params = SamplingParams(max_tokens=16, temperature=1.0, top_p=1.0, top_k=0, seed=seed)
@@ -173,7 +114,7 @@ def test_verdict_probability_agrees_with_llamacpp(engine):
     from genprm.engines.llamacpp import LlamaCppEngine
     from genprm.engines.models import model_dir
 
-    gguf = Path(os.environ.get("GENPRM_VLLM_GGUF") or model_dir() / f"{Path(_model()).name}.gguf")
+    gguf = Path(os.environ.get("GENPRM_VLLM_GGUF") or model_dir() / f"{Path(vllm_model()).name}.gguf")
     if not gguf.is_file():
         pytest.skip(f"no GGUF of the same model at {gguf} (set GENPRM_VLLM_GGUF)")
 
@@ -186,7 +127,8 @@ def test_verdict_probability_agrees_with_llamacpp(engine):
     texts = [_verdict_text(engine, step) for step in STEPS]
     ours = [p_yes(engine, t) for t in texts]
     with LlamaCppEngine(str(gguf), n_ctx=4096) as reference:
-        assert reference.tokenize(texts[0]) == engine.tokenize(texts[0]), "the two tokenizers disagree"
+        for text in [*texts, genprm_verdict_prompt(engine), chat("Compute 3 + 4 = 7, then x² ≤ 10 — done."), ""]:
+            assert reference.tokenize(text) == engine.tokenize(text), "the two tokenizers disagree"
         theirs = [p_yes(reference, t) for t in texts]
     for a, b in zip(ours, theirs):
         assert 0.0 <= a <= 1.0 and math.isfinite(b)

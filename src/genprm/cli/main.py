@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from genprm.cli.summary import print_solution
+from genprm.cli.common import describe, err, fail
+from genprm.cli.evaluate import eval_app
+from genprm.cli.summary import ComputeTotals, print_compute_total, print_solution, saves_compute
 from genprm.engines import available_engines
 from genprm.engines.models import REGISTRY, model_dir
 from genprm.errors import GenPRMError
@@ -32,24 +32,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-err = Console(stderr=True)
-
-
-def _fail(message: str) -> NoReturn:
-    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
-def _describe(exc: Exception) -> str:
-    """One line for the user: pydantic errors become ``--option value: reason``."""
-    if isinstance(exc, ValidationError):
-        parts = []
-        for error in exc.errors():
-            option = "--" + "-".join(str(x) for x in error["loc"]).replace("_", "-")
-            parts.append(f"{option} {error.get('input')!r}: {error['msg']}")
-        return "; ".join(parts)
-    text = str(exc).strip()
-    return " ".join(text.split()) if text else type(exc).__name__
+app.add_typer(eval_app, name="eval")
 
 
 @app.command("verify")
@@ -67,13 +50,36 @@ def verify_command(
         help="JSONL file to append results to; records already in it are skipped. Default: stdout.",
     ),
     n: int = typer.Option(1, "--n", "-n", help="Verification paths per step; rewards are averaged (Maj@N)."),
-    mode: Mode = typer.Option(Mode.FULL, help="full: analysis+code+execution; analyze; code-no-exec; direct."),
+    mode: Mode | None = typer.Option(
+        None, help="full (default): analysis+code+execution; analyze; code-no-exec; direct. Not with --cascade."
+    ),
     paths: str = typer.Option(
         "independent", help="independent: own history and code namespace per path; shared: path 0's history."
     ),
     threshold: float = typer.Option(0.5, help="A step whose reward is below this is an error."),
     stop_at_first_error: bool = typer.Option(
-        False, "--stop-at-first-error", help="Stop a solution at its first wrong step (saves compute)."
+        False, "--stop-at-first-error",
+        help="Stop a solution at its first wrong step (saves compute); paths of that step still running once "
+        "the error is certain are cancelled (first_error is unchanged).",
+    ),
+    cascade: str | None = typer.Option(
+        None, metavar="MODES",
+        help="Adaptive compute: comma-separated modes, cheapest first, e.g. direct,analyze,full. Each step "
+        "runs the first; while its reward is within --cascade-band of --threshold it runs again in the next. "
+        "Only the last may be full. Replaces --mode.",
+    ),
+    cascade_band: float = typer.Option(
+        0.2, help="--cascade: a reward r with |r - threshold| < band is uncertain and escalates."
+    ),
+    adaptive_n: bool = typer.Option(
+        False, "--adaptive-n",
+        help="Sequential path sampling, --n at most: draw --min-paths paths, then --adaptive-batch more at a "
+        "time, until the mean reward is --adaptive-margin or more from --threshold.",
+    ),
+    min_paths: int = typer.Option(2, help="--adaptive-n: paths drawn before the first stopping check."),
+    adaptive_batch: int = typer.Option(1, help="--adaptive-n: paths drawn per further round."),
+    adaptive_margin: float = typer.Option(
+        0.2, help="--adaptive-n: stop once |mean reward - threshold| reaches this."
     ),
     temperature: float = typer.Option(0.6, help="Sampling temperature."),
     top_p: float = typer.Option(0.95, help="Nucleus sampling mass."),
@@ -103,21 +109,25 @@ def verify_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-step summary, only the progress bar."),
 ) -> None:
     """Verify each solution step by step and write one JSONL record per solution."""
+    if mode is not None and cascade is not None:
+        fail(f"--mode {mode.value} and --cascade {cascade}: give one (the cascade lists its modes)")
     try:
         config = VerifyConfig(
-            n=n, mode=mode, paths=paths, threshold=threshold, stop_at_first_error=stop_at_first_error,
+            n=n, mode=mode or Mode.FULL, paths=paths, threshold=threshold, stop_at_first_error=stop_at_first_error,
             temperature=temperature, top_p=top_p, top_k=top_k, max_step_tokens=max_step_tokens,
             max_code_rounds=max_code_rounds, first_turn=first_turn, assistant_header=assistant_header,
             reward_temperature=reward_temperature, seed=seed, code_timeout_s=code_timeout,
+            cascade=cascade, cascade_band=cascade_band, adaptive_n=adaptive_n, min_paths=min_paths,
+            adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
         )
     except (ValueError, GenPRMError) as exc:
-        _fail(_describe(exc))
+        fail(describe(exc))
     options: dict[str, Any] = {}
     if engine == "llamacpp":
         options = {k: v for k, v in {"n_ctx": n_ctx, "n_threads": threads}.items() if v is not None}
     elif engine == "openai":
         if base_url is None:
-            _fail("--engine openai needs --base-url")
+            fail("--engine openai needs --base-url")
         chosen = {"base_url": base_url, "served_model": served_model, "tokenizer": tokenizer}
         options = {k: v for k, v in chosen.items() if v is not None}
     template = chat_template.read_text(encoding="utf-8") if chat_template else None
@@ -127,12 +137,14 @@ def verify_command(
         TextColumn("{task.fields[note]}"), console=err, transient=False,
     ) as bar:
         task = bar.add_task("verify", total=total, note="loading model")
+        totals = ComputeTotals(top_mode=config.levels[-1].value)
 
         def report(event: VerifyProgress) -> None:
             note = f"{event.skipped} already done" if event.skipped else ""
             bar.update(task, completed=event.done + event.skipped, note=note)
             if event.result is None:
                 return
+            totals.add(event.result)
             if out is None:
                 sys.stdout.write(json.dumps(event.result.to_dict(), ensure_ascii=False) + "\n")
                 sys.stdout.flush()
@@ -147,8 +159,10 @@ def verify_command(
                 chat_template=template, on_progress=report, concurrency=concurrency,
             )
         except GenPRMError as exc:
-            _fail(_describe(exc))
+            fail(describe(exc))
         bar.update(task, note="done")
+    if saves_compute(config.model_dump()):
+        print_compute_total(err, totals)
 
 
 @app.command("models")

@@ -109,7 +109,9 @@ def verify(
 def _check_same_settings(writer: ResultWriter, item: SolutionInput, settings: dict[str, Any], model: str) -> None:
     """Refuse to mix results of different settings in one output file."""
     previous = writer.done[item.key]
-    if previous.get("config") != settings or previous.get("model") != model:
+    # Settings added since that record was written read as their defaults, which is what it ran with.
+    recorded = {**VerifyConfig().model_dump(mode="json"), **(previous.get("config") or {})}
+    if recorded != settings or previous.get("model") != model:
         raise InputError(
             "already holds this record verified with other settings or another model; "
             "write to a new --out file (or delete it) to verify again",

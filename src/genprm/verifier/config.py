@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from genprm.errors import ConfigError
 from genprm.protocol.chat import AssistantHeader
 from genprm.protocol.prompts import FIRST_TURN_FORMATS, Mode
 
@@ -14,6 +15,9 @@ class VerifyConfig(BaseModel):
     """How to verify solutions. Defaults reproduce the GenPRM paper's setting.
 
     Unknown fields are rejected: a typo in a config file must not silently fall back to a default.
+    Adaptive compute is off by default: ``cascade`` (cheap modes first, escalating while the reward
+    is uncertain) and ``adaptive_n`` (draw paths until the mean is decisive, ``n`` at most) are
+    independent options and combine; :mod:`genprm.verifier.adaptive` holds their rules.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
@@ -44,9 +48,66 @@ class VerifyConfig(BaseModel):
     seed: int = Field(0, description="Base seed; each path, step and stage derives its own.")
     code_timeout_s: float = Field(5.0, gt=0.0)
     code_max_output_chars: int = Field(8192, ge=64)
+    cascade: tuple[Mode, ...] | None = Field(
+        None,
+        description="Modes to try per step, cheapest first (e.g. direct, analyze, full); a step moves to the next "
+        "mode only while its reward is within cascade_band of the threshold. Replaces mode when set.",
+    )
+    cascade_band: float = Field(
+        0.2, ge=0.0, le=1.0, description="A reward r with |r - threshold| < band is uncertain: the cascade escalates."
+    )
+    adaptive_n: bool = Field(
+        False,
+        description="Sequential path sampling: draw min_paths paths, then adaptive_batch more at a time, until the "
+        "mean reward is at least adaptive_margin away from the threshold or n paths are drawn.",
+    )
+    min_paths: int = Field(2, ge=1, description="adaptive_n: paths drawn before the first stopping check.")
+    adaptive_batch: int = Field(1, ge=1, description="adaptive_n: paths drawn per later round.")
+    adaptive_margin: float = Field(
+        0.2, ge=0.0, le=1.0, description="adaptive_n: stop once |mean reward - threshold| >= this."
+    )
 
     def model_post_init(self, __context: object) -> None:
         if self.first_turn not in FIRST_TURN_FORMATS:
-            from genprm.errors import ConfigError
-
             raise ConfigError("first_turn", self.first_turn, f"choose one of {sorted(FIRST_TURN_FORMATS)}")
+
+    @property
+    def levels(self) -> tuple[Mode, ...]:
+        """The modes a step may be verified in, in order: the cascade, or just ``mode``."""
+        return self.cascade or (self.mode,)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether a step's compute depends on its rewards (so a subset of paths is not a prefix of a run)."""
+        return self.adaptive_n or len(self.levels) > 1
+
+    @field_validator("cascade", mode="before")
+    @classmethod
+    def _split_cascade(cls, value: object) -> object:
+        """Accept ``"direct,analyze,full"`` (the CLI's spelling) and name a bad mode plainly."""
+        if not isinstance(value, str):
+            return value
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        known = [m.value for m in Mode]
+        for name in names:
+            if name not in known:
+                raise ValueError(f"unknown mode {name!r}: choose from {', '.join(known)}")
+        return names
+
+    @field_validator("cascade")
+    @classmethod
+    def _check_cascade(cls, levels: tuple[Mode, ...] | None) -> tuple[Mode, ...] | None:
+        """A cascade needs distinct modes, and only its last may execute code.
+
+        A level that does not decide the step leaves no turn in the paths' histories; if it had run
+        code, the code namespace would hold effects of code that no history shows.
+        """
+        if levels is None:
+            return None
+        if not levels:
+            raise ValueError("give at least one mode")
+        if len(set(levels)) != len(levels):
+            raise ValueError("each mode may appear once")
+        if any(m.executes for m in levels[:-1]):
+            raise ValueError(f"only the last mode may execute code ({Mode.FULL.value} goes last)")
+        return levels

@@ -79,6 +79,10 @@ class _Turn:
         self.step.engine_calls += 1
 
 
+class PathCancelled(Exception):
+    """Thrown into a path coroutine by a driver to stop it: its result can no longer matter."""
+
+
 def verify_step_path(
     config: VerifyConfig,
     conversation: str,
@@ -87,8 +91,29 @@ def verify_step_path(
     tokenize: Callable[[str], list[int]],
     seed: int,
 ) -> PathCoroutine:
-    """Verify step ``step_number`` (from 1) on one path; ``conversation`` ends with the assistant header."""
+    """Verify step ``step_number`` (from 1) on one path; ``conversation`` ends with the assistant header.
+
+    A driver may throw :class:`PathCancelled` in at any action: the path then returns at once, marked
+    ``cancelled``, with what it generated so far (no reward) so its compute is still counted.
+    """
     turn = _Turn(path)
+    try:
+        return (yield from _judge(config, conversation, step_number, tokenize, seed, turn))
+    except PathCancelled:
+        turn.step.cancelled, turn.step.text = True, turn.text
+        turn.step.seconds = time.perf_counter() - turn.started
+        return turn.step
+
+
+def _judge(
+    config: VerifyConfig,
+    conversation: str,
+    step_number: int,
+    tokenize: Callable[[str], list[int]],
+    seed: int,
+    turn: _Turn,
+) -> PathCoroutine:
+    """The stages of one turn (see the module docstring), filling ``turn``."""
     mode = config.mode
     calls = 0
 

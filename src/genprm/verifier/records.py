@@ -6,6 +6,7 @@ that readers can tell layouts apart when it changes.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -46,23 +47,84 @@ class PathStep:
     completion_tokens: int = 0
     engine_calls: int = 0
     seconds: float = 0.0
+    cancelled: bool = False
+    """Stopped unfinished because the step was already an error whatever it returned (no reward)."""
+    branched_from: int | None = None
+    """adaptive_n: the path whose history this path took over at this step (it had none of its own)."""
 
 
 @dataclass
 class StepResult:
-    """All paths of one step and their mean reward."""
+    """All paths of one step and their mean reward.
+
+    With a cascade, ``paths`` and ``reward`` are those of the level that decided the step (``level``,
+    ``mode``); ``level_rewards`` has the reward of every level run, in order.
+    """
 
     index: int
     reward: float | None
     status: StepStatus
     paths: list[PathStep]
     critique: str = ""
+    mode: str | None = None
+    level: int = 0
+    level_rewards: list[float | None] = field(default_factory=list)
+    cancelled_paths: int = 0
+    """Paths stopped unfinished (``--stop-at-first-error``); ``reward`` is then the finished paths' mean."""
 
     @property
     def verdict(self) -> str:
         if self.reward is None:
             return "?"
         return "Yes" if self.reward >= 0.5 else "No"
+
+
+@dataclass
+class ModeUsage:
+    """Compute spent in one mode."""
+
+    path_steps: int = 0
+    generated_tokens: int = 0
+
+
+@dataclass
+class ComputeUsage:
+    """Compute spent on one solution against what a fixed run would have spent on the same steps.
+
+    ``path_steps`` counts path-step turns that called the engine at least once, in every cascade level,
+    cancelled ones included; ``path_steps_fixed`` is (paths asked for) x (steps verified): a run with
+    fixed N in the top mode alone. Generated tokens include turns that were discarded.
+    """
+
+    path_steps: int = 0
+    path_steps_fixed: int = 0
+    generated_tokens: int = 0
+    cancelled_paths: int = 0
+    by_mode: dict[str, ModeUsage] = field(default_factory=dict)
+
+    def add(self, mode: str, paths: Iterable[PathStep]) -> None:
+        """Count one level's paths of one step, run in ``mode``."""
+        for path in paths:
+            self._count(mode, int(path.engine_calls > 0), path.completion_tokens)
+            self.cancelled_paths += int(path.cancelled)
+
+    def merge(self, other: ComputeUsage) -> None:
+        """Add another solution's usage (for a run's total)."""
+        self.path_steps_fixed += other.path_steps_fixed
+        self.cancelled_paths += other.cancelled_paths
+        for mode, usage in other.by_mode.items():
+            self._count(mode, usage.path_steps, usage.generated_tokens)
+
+    def _count(self, mode: str, path_steps: int, tokens: int) -> None:
+        usage = self.by_mode.setdefault(mode, ModeUsage())
+        usage.path_steps += path_steps
+        usage.generated_tokens += tokens
+        self.path_steps += path_steps
+        self.generated_tokens += tokens
+
+    @property
+    def path_steps_saved(self) -> int:
+        return self.path_steps_fixed - self.path_steps
 
 
 @dataclass
@@ -80,6 +142,7 @@ class SolutionResult:
     stopped_early: bool = False
     seconds: float = 0.0
     key: str = ""
+    compute: ComputeUsage = field(default_factory=ComputeUsage)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSONL record: the input's own fields first, then ours."""

@@ -5,6 +5,11 @@ up to ``concurrency`` paths (from up to ``solutions_in_flight`` solutions) runni
 threads; each blocks only on its own engine call or code run, so the engine sees many requests at
 once and can batch them, and sandboxed code runs overlap with generation. Path semantics are
 exactly those of the sequential loop: the same coroutines, the same derived seeds.
+
+A solution stops where the sequential loop stops it: with ``stop_at_first_error`` its thread starts
+no step after the first error, and paths of that step still unfinished once the error is certain
+are cancelled at their next action (queued ones before their first engine call), so their
+threads go to other solutions.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from genprm.io import SolutionInput
+from genprm.verifier.config import VerifyConfig
 from genprm.verifier.driver import ThreadedRunner
 from genprm.verifier.records import SolutionResult
 from genprm.verifier.solution import SolutionVerifier
@@ -26,7 +32,7 @@ class Scheduler:
         if concurrency < 1:
             raise ValueError(f"concurrency={concurrency!r}: must be at least 1")
         self.concurrency = concurrency
-        self.solutions_in_flight = solutions_in_flight or max(1, concurrency // max(1, verifier.config.n) + 1)
+        self.solutions_in_flight = solutions_in_flight or concurrency // _paths_per_solution(verifier.config) + 1
         self._paths = ThreadPoolExecutor(concurrency, thread_name_prefix="genprm-path")
         self.verifier = SolutionVerifier(
             verifier.engine,
@@ -77,3 +83,8 @@ class Scheduler:
 
     def close(self) -> None:
         self._paths.shutdown(wait=True)
+
+
+def _paths_per_solution(config: VerifyConfig) -> int:
+    """Paths one solution keeps in flight at a time: sequential sampling starts with ``min_paths``."""
+    return min(config.n, config.min_paths) if config.adaptive_n else config.n

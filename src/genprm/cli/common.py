@@ -1,0 +1,41 @@
+"""What every command shares: the stderr console and one-line user errors (exit status 2)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from genprm.errors import GenPRMError
+
+err = Console(stderr=True)
+
+
+def fail(message: str) -> NoReturn:
+    err.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def describe(exc: Exception) -> str:
+    """One line for the user: pydantic errors become ``--option value: reason``."""
+    if isinstance(exc, ValidationError):
+        parts = []
+        for error in exc.errors():
+            option = "--" + "-".join(str(x) for x in error["loc"]).replace("_", "-")
+            parts.append(f"{option} {error.get('input')!r}: {error['msg']}")
+        return "; ".join(parts)
+    text = str(exc).strip()
+    return " ".join(text.split()) if text else type(exc).__name__
+
+
+@contextmanager
+def fail_on_errors() -> Iterator[None]:
+    """Turn our errors and bad settings into one line on stderr and exit status 2."""
+    try:
+        yield
+    except (GenPRMError, ValidationError) as exc:
+        fail(describe(exc))

@@ -1,0 +1,107 @@
+"""``genprm eval ...``: benchmark commands, thin layers over :mod:`genprm.evaluation`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from genprm.cli.common import err, fail_on_errors
+from genprm.cli.options import (
+    BaseUrl,
+    ChatTemplateFile,
+    Concurrency,
+    EngineName,
+    Model,
+    NCtx,
+    RunDir,
+    ServedModel,
+    Threads,
+    Tokenizer,
+    engine_options,
+    read_template,
+)
+from genprm.cli.tables import print_processbench
+from genprm.engines import load_engine
+from genprm.evaluation.chat import ChatModel
+from genprm.evaluation.critic import Critic, CriticSettings
+from genprm.evaluation.processbench import DEFAULT_DATA, SUBSETS, evaluate_processbench, load_processbench
+from genprm.evaluation.scoring import StoreScorer
+from genprm.protocol.prompts import Mode
+from genprm.store import RunStore
+from genprm.verifier import VerifyConfig
+
+eval_app = typer.Typer(help="Benchmarks as the paper reports them; runs resume from their --run folder.",
+                       no_args_is_help=True)
+
+
+@contextmanager
+def phase_bar() -> Iterator[Progress]:
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+    ) as bar:
+        yield bar
+
+
+@eval_app.command("processbench")
+def processbench_command(
+    run: RunDir = Path("runs/processbench"),
+    data: Annotated[Path, typer.Option(help="Folder with ProcessBench's <subset>.json files.")] = DEFAULT_DATA,
+    subsets: Annotated[str, typer.Option(help=f"Comma-separated: {','.join(SUBSETS)}.")] = ",".join(SUBSETS),
+    limit: Annotated[
+        int | None, typer.Option(help="K samples per subset: the first K/2 with an error and K/2 without.")
+    ] = None,
+    n: Annotated[
+        int, typer.Option("--n", "-n", help="Paths per step; Pass@1 and Maj@k for every k<=N are reported.")
+    ] = 1,
+    threshold: Annotated[float, typer.Option(help="A step whose reward is below this is an error.")] = 0.5,
+    critic: Annotated[
+        bool, typer.Option(help="Also run the ProcessBench critic baseline with the same model.")
+    ] = False,
+    critic_max_tokens: Annotated[int, typer.Option(help="Token budget of one critic answer.")] = 2048,
+    mode: Annotated[
+        Mode, typer.Option(help="full: analysis+code+execution; analyze; code-no-exec; direct.")
+    ] = Mode.FULL,
+    max_step_tokens: Annotated[int, typer.Option(help="Generated-token budget per step and path.")] = 2048,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.6,
+    seed: Annotated[int, typer.Option(help="Base random seed.")] = 0,
+    model: Model = "smollm2-135m-instruct",
+    engine: EngineName = "llamacpp",
+    concurrency: Concurrency = 1,
+    base_url: BaseUrl = None,
+    served_model: ServedModel = None,
+    tokenizer: Tokenizer = None,
+    n_ctx: NCtx = None,
+    threads: Threads = None,
+    chat_template: ChatTemplateFile = None,
+) -> None:
+    """ProcessBench: F1 per subset and Avg for Pass@1 and Maj@k, a threshold sweep, and optionally the critic."""
+    with fail_on_errors():
+        samples = load_processbench(data, [s.strip() for s in subsets.split(",") if s.strip()], limit)
+        config = VerifyConfig(
+            n=n, mode=mode, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed
+        )
+        options = engine_options(
+            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
+        )
+        template = read_template(chat_template)
+        err.print(f"{len(samples)} samples; results in {run}/", highlight=False)
+        with RunStore(run) as store, load_engine(engine, model, **options) as llm, phase_bar() as bar:
+            scorer = StoreScorer(store, llm, config, chat_template=template, concurrency=concurrency)
+            judge = None
+            if critic:
+                judge = Critic(store, ChatModel(llm, template), CriticSettings(max_tokens=critic_max_tokens))
+            tasks: dict[str, TaskID] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total)
+                bar.update(tasks[phase], completed=done)
+
+            results = evaluate_processbench(samples, scorer, critic=judge, on_progress=progress)
+        print_processbench(err, results)
+        err.print(f"figures saved to {run / 'processbench.json'}", highlight=False)

@@ -1,0 +1,58 @@
+"""Options shared by every command that runs a model, declared once (typer ``Annotated`` aliases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from genprm.engines import available_engines
+from genprm.errors import ConfigError
+
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m",
+        help="A .gguf path, a built-in name (see `genprm models`), owner/repo:file.gguf on the Hub, or for "
+        "--engine vllm a Hugging Face folder or repo.",
+    ),
+]
+EngineName = Annotated[str, typer.Option("--engine", help=f"Inference engine: {', '.join(available_engines())}.")]
+BaseUrl = Annotated[str | None, typer.Option(help="openai engine: the server, e.g. http://127.0.0.1:8000/v1.")]
+ServedModel = Annotated[str | None, typer.Option(help="openai engine: the model name the server serves.")]
+Tokenizer = Annotated[
+    str | None, typer.Option(help="openai engine: a GGUF path or model name whose tokenizer and chat template to use.")
+]
+NCtx = Annotated[int | None, typer.Option(help="llama.cpp context length (default: min(16384, model's)).")]
+Threads = Annotated[int | None, typer.Option(help="llama.cpp CPU threads (default: all cores).")]
+ChatTemplateFile = Annotated[Path | None, typer.Option(help="A Jinja chat template file overriding the model's.")]
+Concurrency = Annotated[
+    int, typer.Option(help="Paths in flight at once across samples (for batching engines such as vLLM).")
+]
+RunDir = Annotated[
+    Path,
+    typer.Option(
+        "--run", help="Run folder: results go to RUN/store.sqlite; re-running with the same folder resumes and "
+        "reuses what is there (larger --n or --limit computes only what is missing).",
+    ),
+]
+
+
+def engine_options(
+    engine: str, *, base_url: str | None, served_model: str | None, tokenizer: str | None,
+    n_ctx: int | None, threads: int | None,
+) -> dict[str, Any]:
+    """The engine-specific keyword arguments for :func:`genprm.engines.load_engine`."""
+    if engine == "llamacpp":
+        return {k: v for k, v in {"n_ctx": n_ctx, "n_threads": threads}.items() if v is not None}
+    if engine == "openai":
+        if base_url is None:
+            raise ConfigError("--base-url", None, "--engine openai needs the server's URL")
+        chosen = {"base_url": base_url, "served_model": served_model, "tokenizer": tokenizer}
+        return {k: v for k, v in chosen.items() if v is not None}
+    return {}
+
+
+def read_template(path: Path | None) -> str | None:
+    return path.read_text(encoding="utf-8") if path else None

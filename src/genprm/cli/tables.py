@@ -1,0 +1,47 @@
+"""Evaluation tables for the terminal (rich): our figures beside the published ones."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from genprm.evaluation.metrics import SubsetScore
+from genprm.evaluation.processbench import PUBLISHED, ProcessBenchResults
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _cell(score: SubsetScore) -> str:
+    return f"{pct(score.f1)} ({pct(score.error_acc)}/{pct(score.correct_acc)}, n={score.n_error}+{score.n_correct})"
+
+
+def print_processbench(console: Console, results: ProcessBenchResults) -> None:
+    """Per method: F1 per subset (error acc / correct acc, sample counts) and Avg; then published rows."""
+    table = Table(
+        title=f"ProcessBench F1 — {results.model}, threshold {results.threshold}",
+        caption="cell: F1 (acc. on erroneous / acc. on correct, n = erroneous + correct samples)",
+        title_justify="left",
+    )
+    table.add_column("method")
+    for subset in results.subsets:
+        table.add_column(subset, justify="right")
+    table.add_column("Avg", justify="right", style="bold")
+    for method, per in results.rows.items():
+        table.add_row(method, *[_cell(per[s]) for s in results.subsets], pct(results.average(method)))
+    console.print(table)
+    published = Table(title="Published ProcessBench F1 Avg (for orientation; full benchmark)", title_justify="left")
+    published.add_column("model")
+    published.add_column("Pass@1 / single", justify="right")
+    published.add_column("Maj@8", justify="right")
+    for row in PUBLISHED:
+        published.add_row(row.name, f"{row.pass1:.1f}" if row.pass1 else "–", f"{row.maj8:.1f}" if row.maj8 else "–")
+    console.print(published)
+    scored = [(t, f) for t, f in results.sweep if f is not None]
+    if scored:
+        best_t, best_f = max(scored, key=lambda x: x[1])
+        console.print(
+            f"threshold sweep (Maj@{results.n}, from saved rewards): best Avg F1 {pct(best_f)} at {best_t:.2f}",
+            highlight=False,
+        )

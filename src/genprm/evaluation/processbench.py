@@ -1,0 +1,238 @@
+"""ProcessBench evaluation: data, scoring into the store, and the paper's table.
+
+``evaluate_processbench`` scores what the store lacks, then computes every figure from saved
+rewards: Pass@1 (path 0) and Maj@k for every k <= N, per subset and Avg, a threshold sweep,
+and the critic baseline when asked. ``results_from_store`` recomputes the same without a model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genprm.errors import InputError
+from genprm.evaluation.critic import Critic
+from genprm.evaluation.metrics import SubsetScore, average_f1, predicted_first_error, processbench_score
+from genprm.evaluation.scoring import RewardMatrix, StoreScorer, reward_matrix
+from genprm.io import SolutionInput, validate_record
+from genprm.store import RunStore
+
+SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
+DEFAULT_DATA = Path("../shared/data/processbench")
+RESULT_FILE = "processbench.json"
+
+
+@dataclass(frozen=True)
+class PublishedRow:
+    """A published ProcessBench F1 Avg, shown beside ours for orientation only."""
+
+    name: str
+    pass1: float | None
+    maj8: float | None = None
+
+
+PUBLISHED = (
+    PublishedRow("GenPRM-1.5B", 57.3, 63.4),
+    PublishedRow("GenPRM-7B", 75.2, 80.5),
+    PublishedRow("GenPRM-32B", 77.6, 82.6),
+    PublishedRow("Qwen2.5-Math-PRM-7B", 73.5),
+    PublishedRow("Qwen2.5-Math-PRM-72B", 78.3),
+    PublishedRow("GPT-4o (critic)", 61.9),
+)
+
+
+@dataclass(frozen=True)
+class ProcessBenchSample:
+    subset: str
+    label: int
+    item: SolutionInput
+
+    @property
+    def id(self) -> str:
+        return str(self.item.record.get("id", self.item.key))
+
+
+def load_processbench(
+    data_dir: str | Path, subsets: Sequence[str] = SUBSETS, limit: int | None = None
+) -> list[ProcessBenchSample]:
+    """Read the subsets' JSON files; ``limit`` K takes per subset the first ceil(K/2) samples with an
+    error and the first floor(K/2) without, in file order (the files are sorted by label, so the
+    first K alone would have no correct samples and no F1).
+    """
+    unknown = [s for s in subsets if s not in SUBSETS]
+    if unknown:
+        raise InputError(f"unknown subset(s) {unknown}; choose from {list(SUBSETS)}", field="subsets")
+    samples: list[ProcessBenchSample] = []
+    for subset in subsets:
+        path = Path(data_dir) / f"{subset}.json"
+        try:
+            records = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError("no such file (pass --data with the ProcessBench JSON files)", path=str(path)) from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"cannot read: {exc}", path=str(path)) from None
+        if not isinstance(records, list):
+            raise InputError("expected a JSON list of samples", path=str(path))
+        parsed = [_sample(subset, obj, i, str(path)) for i, obj in enumerate(records)]
+        samples.extend(_balanced(parsed, limit))
+    return samples
+
+
+def _sample(subset: str, obj: Any, position: int, path: str) -> ProcessBenchSample:
+    item = validate_record(obj, position=position, path=path)
+    label = obj.get("label")
+    if not isinstance(label, int) or isinstance(label, bool) or not -1 <= label < len(item.steps):
+        raise InputError(
+            f"must be -1 or a step index below {len(item.steps)}, got {label!r}", path=path, record=position,
+            field="label",
+        )
+    return ProcessBenchSample(subset, label, item)
+
+
+def _balanced(samples: list[ProcessBenchSample], limit: int | None) -> list[ProcessBenchSample]:
+    if limit is None or limit >= len(samples):
+        return samples
+    wrong = [s for s in samples if s.label != -1][: math.ceil(limit / 2)]
+    right = [s for s in samples if s.label == -1][: limit // 2]
+    chosen = {id(s) for s in wrong + right}
+    return [s for s in samples if id(s) in chosen]
+
+
+@dataclass
+class ProcessBenchResults:
+    """Every figure of one evaluation; ``to_json`` is what ``RUN/processbench.json`` holds."""
+
+    model: str
+    n: int
+    threshold: float
+    settings: str
+    subsets: list[str]
+    rows: dict[str, dict[str, SubsetScore]]
+    """Method ("Pass@1", "Maj@2", ..., "Critic") -> subset -> score."""
+    sweep: list[tuple[float, float | None]]
+    """(threshold, Avg F1 at Maj@N) computed from the saved rewards."""
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    critic_settings: str | None = None
+
+    def average(self, method: str) -> float | None:
+        return average_f1(list(self.rows[method].values()))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "processbench",
+            "model": self.model,
+            "n": self.n,
+            "threshold": self.threshold,
+            "settings": self.settings,
+            "critic_settings": self.critic_settings,
+            "subsets": self.subsets,
+            "rows": {m: {s: asdict(v) for s, v in per.items()} for m, per in self.rows.items()},
+            "average": {m: self.average(m) for m in self.rows},
+            "sweep": [{"threshold": t, "f1_avg": f} for t, f in self.sweep],
+            "published": [asdict(p) for p in PUBLISHED],
+            "samples": self.samples,
+        }
+
+
+def methods(n: int) -> list[tuple[str, int]]:
+    """Pass@1 is path 0 alone; Maj@k averages paths 0..k-1."""
+    return [("Pass@1", 1)] + [(f"Maj@{k}", k) for k in range(2, n + 1)]
+
+
+def compute_results(
+    samples: Sequence[ProcessBenchSample],
+    matrices: dict[str, RewardMatrix],
+    *,
+    model: str,
+    n: int,
+    threshold: float,
+    settings: str,
+    critic: dict[str, int | None] | None = None,
+    critic_settings: str | None = None,
+    sweep_step: float = 0.05,
+) -> ProcessBenchResults:
+    """All figures from saved rewards: ``matrices[sample key]`` is ``[step][path]``."""
+    subsets = list(dict.fromkeys(s.subset for s in samples))
+    rows: dict[str, dict[str, SubsetScore]] = {}
+
+    def maj(k: int, t: float) -> dict[str, SubsetScore]:
+        return _score_by_subset(samples, subsets, lambda s: predicted_first_error(matrices[s.item.key], k, t))
+
+    for name, k in methods(n):
+        rows[name] = maj(k, threshold)
+    if critic is not None:
+        rows["Critic"] = _score_by_subset(samples, subsets, lambda s: critic.get(s.item.key))
+    sweep = []
+    for i in range(1, round(1 / sweep_step)):
+        t = round(i * sweep_step, 4)
+        sweep.append((t, average_f1(list(maj(n, t).values()))))
+    per_sample = [
+        {
+            "key": s.item.key,
+            "id": s.id,
+            "subset": s.subset,
+            "label": s.label,
+            "steps": len(s.item.steps),
+            "predictions": {name: predicted_first_error(matrices[s.item.key], k, threshold) for name, k in methods(n)},
+            **({"critic": critic.get(s.item.key)} if critic is not None else {}),
+        }
+        for s in samples
+    ]
+    return ProcessBenchResults(model, n, threshold, settings, subsets, rows, sweep, per_sample, critic_settings)
+
+
+def _score_by_subset(
+    samples: Sequence[ProcessBenchSample], subsets: list[str], predict: Callable[[ProcessBenchSample], int | None]
+) -> dict[str, SubsetScore]:
+    scores = {}
+    for subset in subsets:
+        chosen = [s for s in samples if s.subset == subset]
+        scores[subset] = processbench_score([predict(s) for s in chosen], [s.label for s in chosen])
+    return scores
+
+
+def evaluate_processbench(
+    samples: Sequence[ProcessBenchSample],
+    scorer: StoreScorer,
+    *,
+    critic: Critic | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
+) -> ProcessBenchResults:
+    """Score what the store lacks (verifier, then the critic if given) and compute every figure.
+
+    ``on_progress(phase, done, total)`` hears "verify" and "critic" progress.
+    """
+    items = [s.item for s in samples]
+    scorer.score(items, lambda p: on_progress("verify", p.done, p.total) if on_progress else None)
+    predictions = None
+    if critic is not None:
+        critic.run(items, lambda done, total: on_progress("critic", done, total) if on_progress else None)
+        predictions = {item.key: critic.prediction(item) for item in items}
+    n = scorer.config.n
+    matrices = {item.key: scorer.matrix(item, n) for item in items}
+    results = compute_results(
+        samples, matrices, model=scorer.engine.model_id, n=n, threshold=scorer.config.threshold,
+        settings=scorer.settings, critic=predictions, critic_settings=critic.key if critic else None,
+    )
+    write_results(scorer.store, results)
+    return results
+
+
+def write_results(store: RunStore, results: ProcessBenchResults) -> Path:
+    """Save the figures beside the store, for ``genprm report`` and for people."""
+    path = store.run_dir / RESULT_FILE
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def matrices_from_store(
+    store: RunStore, samples: Sequence[ProcessBenchSample], settings: str, n: int
+) -> dict[str, RewardMatrix]:
+    """Reward matrices of stored samples (for re-scoring at other thresholds without a model)."""
+    return {s.item.key: reward_matrix(store.paths(s.item.key, settings, n), len(s.item.steps), n) for s in samples}

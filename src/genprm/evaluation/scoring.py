@@ -1,0 +1,116 @@
+"""Score samples with the verifier into a :class:`RunStore`, computing only the paths it lacks.
+
+The evaluation commands share this: ProcessBench samples and Best-of-N responses are both
+"a problem and its steps". A sample's result is its per-path trajectories; the reward of step s
+at Maj@k is the mean of the readable rewards of paths 0..k-1 at s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from genprm.engines.base import Engine
+from genprm.io import SolutionInput
+from genprm.store import RunStore
+from genprm.verifier.config import VerifyConfig
+from genprm.verifier.records import SolutionResult
+from genprm.verifier.scheduler import Scheduler
+from genprm.verifier.solution import SolutionVerifier
+
+RewardMatrix = list[list[float | None]]
+"""``matrix[step][path]``: a path's reward at a step; ``None`` when unreadable or not computed."""
+
+
+@dataclass(frozen=True)
+class ScoringProgress:
+    done: int
+    total: int
+    reused: int
+    """Samples whose paths were all in the store already."""
+
+
+def trajectories(result: SolutionResult) -> dict[int, list[dict[str, Any]]]:
+    """Split a solution's result into one trajectory (a dict per step) per path index."""
+    per_path: dict[int, list[dict[str, Any]]] = {}
+    for step in result.steps:
+        for path in step.paths:
+            per_path.setdefault(path.path, []).append(asdict(path))
+    return per_path
+
+
+def reward_matrix(paths: dict[int, list[dict[str, Any]]], n_steps: int, n: int) -> RewardMatrix:
+    """Rewards of paths 0..n-1 at every step (``None`` where unreadable or absent)."""
+    matrix: RewardMatrix = [[None] * n for _ in range(n_steps)]
+    for index, steps in paths.items():
+        if index >= n:
+            continue
+        for s, step in enumerate(steps[:n_steps]):
+            if step.get("readable") and step.get("reward") is not None:
+                matrix[s][index] = float(step["reward"])
+    return matrix
+
+
+class StoreScorer:
+    """Runs the verifier over samples, keeping every path in the store; re-runs reuse them."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        engine: Engine,
+        config: VerifyConfig,
+        *,
+        chat_template: str | None = None,
+        concurrency: int = 1,
+    ) -> None:
+        if config.paths != "independent":
+            raise ValueError("stored evaluation needs independent paths (each path is stored on its own)")
+        self.store = store
+        self.engine = engine
+        self.config = config
+        self.concurrency = concurrency
+        self.verifier = SolutionVerifier(engine, config, chat_template=chat_template)
+        # Only settings that differ from the defaults shape the key, so adding a new option (at its
+        # default) to VerifyConfig keeps existing stores valid.
+        self.settings = store.register_settings(engine.model_id, config.model_dump(mode="json", exclude_defaults=True))
+
+    def missing(self, item: SolutionInput) -> list[int]:
+        have = self.store.path_indices(item.key, self.settings)
+        return [j for j in range(self.config.n) if j not in have]
+
+    def score(
+        self, items: Sequence[SolutionInput], on_progress: Callable[[ScoringProgress], None] | None = None
+    ) -> None:
+        """Compute and store every missing path of ``items``; each sample is committed as it finishes."""
+        todo = [item for item in items if self.missing(item)]
+        reused = len(items) - len(todo)
+        done = reused
+
+        def finished(result: SolutionResult) -> None:
+            nonlocal done
+            self.store.put_paths(result.key, result.record, self.settings, trajectories(result))
+            done += 1
+            if on_progress:
+                on_progress(ScoringProgress(done, len(items), reused))
+
+        if on_progress:
+            on_progress(ScoringProgress(done, len(items), reused))
+        wanted = {item.key: self.missing(item) for item in todo}
+        if self.concurrency <= 1:
+            for item in todo:
+                finished(
+                    self.verifier.verify(
+                        item.problem, item.steps, record=item.record, key=item.key, path_ids=wanted[item.key]
+                    )
+                )
+            return
+        scheduler = Scheduler(self.verifier, concurrency=self.concurrency)
+        try:
+            scheduler.run(todo, finished, path_ids_of=lambda item: wanted[item.key])
+        finally:
+            scheduler.close()
+
+    def matrix(self, item: SolutionInput, n: int | None = None) -> RewardMatrix:
+        k = n or self.config.n
+        return reward_matrix(self.store.paths(item.key, self.settings, k), len(item.steps), k)
