@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
@@ -25,8 +25,9 @@ from genprm.cli.options import (
     engine_options,
     read_template,
 )
-from genprm.cli.tables import print_processbench
+from genprm.cli.tables import print_bon, print_processbench
 from genprm.engines import load_engine
+from genprm.evaluation import bon as bon_eval
 from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.critic import Critic, CriticSettings
 from genprm.evaluation.processbench import DEFAULT_DATA, SUBSETS, evaluate_processbench, load_processbench
@@ -105,3 +106,62 @@ def processbench_command(
             results = evaluate_processbench(samples, scorer, critic=judge, on_progress=progress)
         print_processbench(err, results)
         err.print(f"figures saved to {run / 'processbench.json'}", highlight=False)
+
+
+def phase_updater(bar: Progress) -> Callable[[str, int, int], None]:
+    """An ``on_progress(phase, done, total)`` that keeps one bar per phase."""
+    tasks: dict[str, TaskID] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    return update
+
+
+@eval_app.command("bon")
+def bon_command(
+    run: RunDir = Path("runs/bon"),
+    data: Annotated[
+        Path, typer.Option(help="JSONL of {problem, answer, responses: [...]} or the math_cot format.")
+    ] = bon_eval.DEFAULT_DATA,
+    limit: Annotated[int | None, typer.Option(help="Only the first K problems.")] = None,
+    responses: Annotated[
+        int | None, typer.Option(help="Use the first K responses of each problem (default: all; budgets 1..K).")
+    ] = None,
+    n: Annotated[int, typer.Option("--n", "-n", help="Verification paths per step; step rewards average them.")] = 1,
+    mode: Annotated[
+        Mode, typer.Option(help="full: analysis+code+execution; analyze; code-no-exec; direct.")
+    ] = Mode.FULL,
+    max_step_tokens: Annotated[int, typer.Option(help="Generated-token budget per step and path.")] = 2048,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.6,
+    seed: Annotated[int, typer.Option(help="Base random seed.")] = 0,
+    model: Model = "smollm2-135m-instruct",
+    engine: EngineName = "llamacpp",
+    concurrency: Concurrency = 1,
+    base_url: BaseUrl = None,
+    served_model: ServedModel = None,
+    tokenizer: Tokenizer = None,
+    n_ctx: NCtx = None,
+    threads: Threads = None,
+    chat_template: ChatTemplateFile = None,
+) -> None:
+    """Best-of-N: accuracy per budget of argmax and reward-weighted votes over last/min/mean/product scores,
+    beside Pass@1, Maj@N and Pass@N.
+    """
+    with fail_on_errors():
+        problems = bon_eval.load_bon(data, limit=limit, responses=responses)
+        config = VerifyConfig(n=n, mode=mode, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed)
+        options = engine_options(
+            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
+        )
+        template = read_template(chat_template)
+        err.print(
+            f"{len(problems)} problems x {len(problems[0].responses)} responses; results in {run}/", highlight=False
+        )
+        with RunStore(run) as store, load_engine(engine, model, **options) as llm, phase_bar() as bar:
+            scorer = StoreScorer(store, llm, config, chat_template=template, concurrency=concurrency)
+            results = bon_eval.evaluate_bon(problems, scorer, on_progress=phase_updater(bar))
+        print_bon(err, results)
+        err.print(f"figures saved to {run / bon_eval.RESULT_FILE}", highlight=False)

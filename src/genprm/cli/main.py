@@ -16,6 +16,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from genprm.cli.common import describe, err, fail
 from genprm.cli.evaluate import eval_app
+from genprm.cli.refine import refine_command
+from genprm.cli.report import report_command
 from genprm.cli.summary import ComputeTotals, print_compute_total, print_solution, saves_compute
 from genprm.engines import available_engines
 from genprm.engines.models import REGISTRY, model_dir
@@ -33,6 +35,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(eval_app, name="eval")
+app.command("report")(report_command)
+app.command("refine")(refine_command)
 
 
 @app.command("verify")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from genprm.evaluation.bon import BonResults
 from genprm.evaluation.metrics import SubsetScore
 from genprm.evaluation.processbench import PUBLISHED, ProcessBenchResults
 
@@ -43,5 +44,28 @@ def print_processbench(console: Console, results: ProcessBenchResults) -> None:
         best_t, best_f = max(scored, key=lambda x: x[1])
         console.print(
             f"threshold sweep (Maj@{results.n}, from saved rewards): best Avg F1 {pct(best_f)} at {best_t:.2f}",
+            highlight=False,
+        )
+
+
+def print_bon(console: Console, results: BonResults) -> None:
+    """Accuracy (%) per method and budget, then how our grading agrees with the data's labels."""
+    budgets = range(1, results.responses + 1)
+    table = Table(
+        title=f"Best-of-N accuracy — {results.model}, {results.problems} problems, N={results.n} paths",
+        caption="method: <step-reward aggregation>/<selection>; budget b averages the chunks of b responses",
+        title_justify="left",
+    )
+    table.add_column("method")
+    for b in budgets:
+        table.add_column(str(b), justify="right")
+    for method, per in results.methods.items():
+        table.add_row(method, *[pct(per[b]) for b in budgets], style="dim" if "@" in method else None)
+    console.print(table)
+    agreement = results.agreement
+    if agreement.total:
+        console.print(
+            f"grading agrees with the shipped labels on {agreement.matches}/{agreement.total} responses "
+            f"({pct(agreement.rate)}%)",
             highlight=False,
         )

@@ -1,0 +1,162 @@
+"""``genprm refine``: the critique-refine loop, a thin layer over :mod:`genprm.evaluation.refine`."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import TaskID
+from rich.table import Table
+
+from genprm.cli.common import err, fail_on_errors
+from genprm.cli.evaluate import phase_bar
+from genprm.cli.options import (
+    BaseUrl,
+    ChatTemplateFile,
+    Concurrency,
+    EngineName,
+    Model,
+    NCtx,
+    RunDir,
+    ServedModel,
+    Threads,
+    Tokenizer,
+    engine_options,
+    read_template,
+)
+from genprm.cli.tables import pct
+from genprm.engines import Engine, load_engine
+from genprm.evaluation.chat import ChatModel
+from genprm.evaluation.refine import (
+    DEFAULT_DATA,
+    DEFAULT_INSTRUCTION,
+    RESULT_FILE,
+    Refiner,
+    RefineResults,
+    RefineSettings,
+    evaluate_refine,
+    load_problems,
+)
+from genprm.evaluation.scoring import StoreScorer
+from genprm.protocol.prompts import Mode
+from genprm.store import RunStore
+from genprm.verifier import VerifyConfig
+
+
+def refine_command(
+    data: Annotated[
+        Path,
+        typer.Option(help="JSON/JSONL problems: {problem|question, answer|gt[, response][, id]}; GSM8K's "
+                     "'#### answer' is understood. A 'response' is used as the round-0 answer."),
+    ] = DEFAULT_DATA,
+    run: RunDir = Path("runs/refine"),
+    limit: Annotated[int | None, typer.Option(help="Only the first K problems of the file.")] = None,
+    rounds: Annotated[int, typer.Option(help="Critique-refine rounds after the first answer (the paper: 3).")] = 3,
+    n: Annotated[int, typer.Option("--n", "-n", help="Verification paths per step (rewards averaged).")] = 1,
+    threshold: Annotated[float, typer.Option(help="The first step whose reward is below this is critiqued.")] = 0.5,
+    history: Annotated[
+        str, typer.Option(help="full: later rounds keep the whole conversation (multi-turn); last: only the "
+                          "problem, the latest answer and the new critique (the released code).")
+    ] = "full",
+    instruction: Annotated[
+        str, typer.Option(help="Appended to the problem on its own line in the policy's first turn ('' for none).")
+    ] = DEFAULT_INSTRUCTION,
+    policy_model: Annotated[
+        str | None, typer.Option(help="The policy model (same forms as --model); default: --model, loaded once.")
+    ] = None,
+    policy_engine: Annotated[str | None, typer.Option(help="The policy's engine; default: --engine.")] = None,
+    policy_base_url: Annotated[
+        str | None, typer.Option(help="openai policy engine: its server (default: --base-url).")
+    ] = None,
+    policy_served_model: Annotated[str | None, typer.Option(help="openai policy engine: the served name.")] = None,
+    policy_chat_template: Annotated[Path | None, typer.Option(help="A Jinja chat template for the policy.")] = None,
+    policy_max_tokens: Annotated[int, typer.Option(help="Token budget of one policy answer.")] = 2048,
+    policy_temperature: Annotated[float, typer.Option(help="Policy sampling temperature.")] = 0.7,
+    policy_top_p: Annotated[float, typer.Option(help="Policy nucleus sampling mass.")] = 0.8,
+    policy_top_k: Annotated[int, typer.Option(help="Policy top-k (0 disables).")] = 20,
+    mode: Annotated[Mode, typer.Option(help="Verifier mode: full, analyze, code-no-exec, direct.")] = Mode.FULL,
+    max_step_tokens: Annotated[int, typer.Option(help="Verifier's generated-token budget per step and path.")] = 2048,
+    temperature: Annotated[float, typer.Option(help="Verifier sampling temperature.")] = 0.6,
+    seed: Annotated[int, typer.Option(help="Base random seed (policy and verifier).")] = 0,
+    model: Model = "smollm2-135m-instruct",
+    engine: EngineName = "llamacpp",
+    concurrency: Concurrency = 1,
+    base_url: BaseUrl = None,
+    served_model: ServedModel = None,
+    tokenizer: Tokenizer = None,
+    n_ctx: NCtx = None,
+    threads: Threads = None,
+    chat_template: ChatTemplateFile = None,
+) -> None:
+    """Critique-refine: the verifier critiques the first wrong step, the policy answers again; accuracy per round."""
+    with fail_on_errors():
+        settings = RefineSettings(
+            rounds=rounds,
+            history=history,  # type: ignore[arg-type]  # checked by RefineSettings, named in its error
+            instruction=instruction, max_tokens=policy_max_tokens, temperature=policy_temperature,
+            top_p=policy_top_p, top_k=policy_top_k, seed=seed,
+        )
+        config = VerifyConfig(
+            n=n, mode=mode, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed
+        )
+        problems = load_problems(data, limit)
+        verifier_options = engine_options(
+            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
+        )
+        chosen_engine = policy_engine or engine
+        policy_options = engine_options(
+            chosen_engine, base_url=policy_base_url or base_url, served_model=policy_served_model or served_model,
+            tokenizer=tokenizer, n_ctx=n_ctx, threads=threads,
+        )
+        err.print(f"{len(problems)} problems, {rounds} round(s); results in {run}/", highlight=False)
+        with RunStore(run) as store, ExitStack() as engines, phase_bar() as bar:
+            verifier = engines.enter_context(load_engine(engine, model, **verifier_options))
+            policy = _policy_engine(
+                engines, verifier, (engine, model, verifier_options),
+                (chosen_engine, policy_model or model, policy_options),
+            )
+            scorer = StoreScorer(store, verifier, config, chat_template=read_template(chat_template),
+                                 concurrency=concurrency)
+            refiner = Refiner(store, ChatModel(policy, read_template(policy_chat_template)), scorer, settings)
+            tasks: dict[str, TaskID] = {}
+
+            def progress(phase: str, done: int, total: int) -> None:
+                if phase not in tasks:
+                    tasks[phase] = bar.add_task(phase, total=total)
+                bar.update(tasks[phase], completed=done)
+
+            results = evaluate_refine(problems, refiner, progress)
+        print_refine(err, results)
+        err.print(f"figures saved to {run / RESULT_FILE}", highlight=False)
+
+
+def _policy_engine(
+    engines: ExitStack, verifier: Engine, verifier_spec: tuple[str, str, dict[str, Any]],
+    policy_spec: tuple[str, str, dict[str, Any]],
+) -> Engine:
+    """The verifier's engine when the policy is the same model on the same engine (loaded once), else a new one."""
+    if policy_spec == verifier_spec:
+        return verifier
+    name, model, options = policy_spec
+    return engines.enter_context(load_engine(name, model, **options))
+
+
+def print_refine(console: Console, results: RefineResults) -> None:
+    """Accuracy per round, how many answers were refined, and how many flipped each way."""
+    table = Table(
+        title=f"Critique-refine — policy {results.policy}, verifier {results.verifier}, "
+        f"{len(results.samples)} problems",
+        title_justify="left",
+    )
+    for name in ("round", "accuracy %", "refined", "wrong→right", "right→wrong"):
+        table.add_column(name, justify="right")
+    for r, accuracy in results.accuracy.items():
+        moved = results.transitions.get(r, {})
+        table.add_row(
+            str(r), pct(accuracy), str(results.refined.get(r, "–")),
+            str(moved.get("wrong_to_right", "–")), str(moved.get("right_to_wrong", "–")),
+        )
+    console.print(table)

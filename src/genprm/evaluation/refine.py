@@ -1,0 +1,526 @@
+"""Critique-refine: the verifier's critique of the first wrong step makes the policy answer again.
+
+The paper's loop (GenPRM as a critic), per problem, for R rounds (the paper uses 3):
+
+0. the policy model answers the problem (or the input record carries its ``response``);
+1. the verifier scores the latest answer, split into steps on blank lines (N paths per step);
+2. the first step whose reward is below the threshold, and the verifier's analysis of it (the text
+   inside ``<analyze>`` after the "Let's analyze the Paragraph k step by step:" lead-in), become a
+   follow-up user turn (:func:`refine_turn`) and the policy answers again. When no step is below the
+   threshold the answer is kept, and so it stays in every later round (re-checking it is a store hit);
+3. accuracy (math-verify against the gold answer) is reported per round, every problem counting in
+   every round, kept answers as they are.
+
+Each problem's round r is one record in the run's store (``kind='refine'``, ``slot=str(r)``): the
+verifier's finding on round r-1's answer and the answer it led to. The verification itself is stored
+per path (:class:`StoreScorer`), keyed by the answer's content, so a killed run loses at most the
+problem in flight and more rounds, problems or paths compute only what is missing. Round 0 is keyed
+by the policy and its sampling alone, so another verifier, N or threshold reuses the first answers.
+
+Run it with ``genprm refine --data PROBLEMS.jsonl --rounds 3``; figures go to ``RUN/refine.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from genprm.engines.base import SamplingParams
+from genprm.errors import ConfigError, InputError
+from genprm.evaluation.chat import ChatModel
+from genprm.evaluation.grading import grade_all
+from genprm.evaluation.metrics import step_rewards_at
+from genprm.evaluation.scoring import StoreScorer
+from genprm.io import SolutionInput
+from genprm.protocol.chat import Message
+from genprm.protocol.parse import analysis_of
+from genprm.store import RunStore, settings_key
+from genprm.verifier.path import derive_seed
+from genprm.verifier.records import first_error_of
+
+KIND = "refine"
+RESULT_FILE = "refine.json"
+DEFAULT_DATA = Path("../shared/data/math500/test.jsonl")
+
+# The released code's refinement turn (GenPRM repository, critique-refine script), byte for byte.
+REFINE_PREFIX = (
+    "There might be some problem in this paragraph of your reasoning, please rethink and refine your answer:\n>"
+)
+# The Qwen2.5-Math chain-of-thought instruction, appended to the problem on its own line.
+DEFAULT_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+History = Literal["full", "last"]
+HISTORIES: tuple[str, ...] = ("full", "last")
+"""full: the conversation keeps every answer and refinement turn (multi-turn, as the paper describes).
+last: each round restarts from the problem, the latest answer and the new turn (the released code)."""
+
+Source = Literal["policy", "input", "refined", "kept"]
+ProgressFn = Callable[[str, int, int], None]
+
+
+# -- problems ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefineProblem:
+    """One problem with its gold answer and, optionally, a policy answer to start from."""
+
+    id: str
+    problem: str
+    gold: str
+    response: str | None = None
+
+    @property
+    def key(self) -> str:
+        """A content key (the id is left out, so reordering a file reuses its stored rounds)."""
+        payload = json.dumps([self.problem, self.gold, self.response], ensure_ascii=False)
+        return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def gold_answer(value: Any) -> str | None:
+    """The gold answer as text: GSM8K's final answer after ``####`` (thousands commas dropped),
+    numbers without a spurious ``.0``; ``None`` when it is not a non-empty string or a number.
+    """
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value)
+    if "####" in text:
+        text = re.sub(r"(?<=\d),(?=\d{3})", "", text.rsplit("####", 1)[1])
+    return text.strip() or None
+
+
+def parse_problem(obj: Any, *, position: int, path: str | None = None, line: int | None = None) -> RefineProblem:
+    """Check one record (``{problem|question, answer|gt[, response, id]}``); errors name the field."""
+
+    def fail(message: str, name: str | None = None) -> InputError:
+        return InputError(message, path=path, line=line, record=position, field=name)
+
+    if not isinstance(obj, dict):
+        raise fail(f"expected an object with 'problem' and 'answer', got {type(obj).__name__}")
+    text_field = next((f for f in ("problem", "question") if f in obj), None)
+    if text_field is None:
+        raise fail("missing (or 'question')", "problem")
+    if not isinstance(obj[text_field], str) or not obj[text_field].strip():
+        raise fail("must be a non-empty string", text_field)
+    gold_field = next((f for f in ("answer", "gt") if f in obj), None)
+    if gold_field is None:
+        raise fail("missing: the gold answer (or 'gt')", "answer")
+    gold = gold_answer(obj[gold_field])
+    if gold is None:
+        raise fail(f"must be a non-empty string or a number, got {obj[gold_field]!r}", gold_field)
+    response = obj.get("response")
+    if response is not None and not isinstance(response, str):
+        raise fail(f"must be one policy answer (a string), got {type(response).__name__}", "response")
+    ident = obj.get("id", obj.get("unique_id", position))
+    return RefineProblem(str(ident), obj[text_field], gold, response)
+
+
+def _records(path: Path) -> Iterator[tuple[Any, int, int | None]]:
+    """``(decoded record, position, line)`` from a JSON list or a JSONL file, as they are read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("no such file (pass --data with a JSONL file of problems)", path=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read: {exc}", path=str(path)) from None
+    if text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
+        yield from ((obj, i, None) for i, obj in enumerate(data))
+        return
+    position = 0
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield json.loads(raw), position, lineno
+        except json.JSONDecodeError as exc:
+            raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=lineno, record=position) from None
+        position += 1
+
+
+def load_problems(path: str | Path, limit: int | None = None) -> list[RefineProblem]:
+    """The first ``limit`` problems of a JSON/JSONL file (GSM8K, MATH-500 and ``{problem, answer}`` shapes)."""
+    problems: list[RefineProblem] = []
+    for obj, position, line in _records(Path(path)):
+        if limit is not None and len(problems) >= limit:
+            break
+        problems.append(parse_problem(obj, position=position, path=str(path), line=line))
+    if not problems and limit != 0:
+        raise InputError("holds no problems", path=str(path))
+    return problems
+
+
+# -- the protocol pieces -------------------------------------------------------------------------
+
+
+def split_steps(answer: str) -> list[str]:
+    """The answer's paragraphs (split on blank lines, empty ones dropped): the steps the verifier scores."""
+    return [part.strip() for part in re.split(r"\n[ \t]*\n", answer) if part.strip()]
+
+
+def critique_of(turn: str) -> str:
+    """The verifier's analysis in one of its turns, without the lead-in; "" when it wrote none
+    (no ``<analyze>``, as in ``direct`` mode).
+    """
+    return analysis_of(turn)
+
+
+def refine_turn(step: str, critique: str) -> str:
+    """The follow-up user turn: the suspect step quoted, a blank line, the critique.
+
+    Without a critique the turn ends after the step (no dangling blank line).
+    """
+    return REFINE_PREFIX + step + ("\n\n" + critique if critique else "")
+
+
+def first_user_turn(problem: str, instruction: str) -> str:
+    return f"{problem}\n{instruction}" if instruction else problem
+
+
+def worst_path(rewards: Sequence[float | None]) -> int | None:
+    """The path with the lowest readable reward at a step (the first on ties): its analysis argues the
+    error most firmly, so its critique is the one the policy sees. ``None`` if none is readable.
+    """
+    readable = [(reward, j) for j, reward in enumerate(rewards) if reward is not None]
+    return min(readable)[1] if readable else None
+
+
+# -- settings and records ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """The loop and the policy's sampling. Defaults: the paper's 3 rounds, the released code's sampling."""
+
+    rounds: int = 3
+    history: History = "full"
+    instruction: str = DEFAULT_INSTRUCTION
+    max_tokens: int = 2048
+    temperature: float = 0.7
+    top_p: float = 0.8
+    top_k: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rounds < 0:
+            raise ConfigError("rounds", self.rounds, "must be 0 or more")
+        if self.history not in HISTORIES:
+            raise ConfigError("history", self.history, f"choose one of {', '.join(HISTORIES)}")
+        self.sampling(0)  # validates the sampling fields
+
+    def sampling(self, round_: int) -> SamplingParams:
+        """The policy's sampling in one round; the seed differs per round so refinements are fresh draws."""
+        return SamplingParams(
+            max_tokens=self.max_tokens, temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
+            seed=derive_seed(self.seed, KIND, round_),
+        )
+
+    def policy_dict(self) -> dict[str, Any]:
+        """What shapes the policy's first answer (round 0's store key)."""
+        shaping = asdict(self)
+        del shaping["rounds"], shaping["history"]
+        return {"method": "refine-policy", **shaping}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the verifier found in one answer."""
+
+    first_error: int
+    """0-based index of the first step below the threshold; -1 if none."""
+    step_rewards: list[float | None] = field(default_factory=list)
+    step: str | None = None
+    critique: str | None = None
+
+    @property
+    def turn(self) -> str | None:
+        """The refinement turn this finding asks for; ``None`` when no step fell below the threshold."""
+        return refine_turn(self.step, self.critique or "") if self.step is not None else None
+
+
+@dataclass(frozen=True)
+class Round:
+    """One problem's round as stored: the answer and, from round 1, the finding on the answer before it."""
+
+    answer: str
+    source: Source
+    """policy/input (round 0), refined (the policy answered again), kept (no step below the threshold)."""
+    first_error: int | None = None
+    """The finding on the previous answer; ``None`` in round 0 and when there was nothing to verify."""
+    step_rewards: list[float | None] | None = None
+    step: str | None = None
+    critique: str | None = None
+    turn: str | None = None
+    """The refinement turn sent to the policy (rounds whose source is 'refined')."""
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any]) -> Round:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in value.items() if k in names})
+
+    @classmethod
+    def after(cls, previous: Round, finding: Finding | None, reply: str | None) -> Round:
+        """Round r from round r-1's answer, the finding on it, and the policy's reply (if it was asked)."""
+        if finding is None:
+            return cls(previous.answer, "kept")
+        if reply is None or finding.turn is None:
+            return cls(previous.answer, "kept", finding.first_error, finding.step_rewards)
+        return cls(reply, "refined", finding.first_error, finding.step_rewards, finding.step, finding.critique,
+                   finding.turn)
+
+
+def conversation(problem: str, instruction: str, rounds: Sequence[Round], turn: str, history: History) -> list[Message]:
+    """The policy's messages for its next answer after ``rounds`` (0..r-1) and the new ``turn``.
+
+    ``full`` replays every earlier refinement (answer, turn) in order; ``last`` keeps only the latest.
+    """
+    messages: list[Message] = [{"role": "user", "content": first_user_turn(problem, instruction)}]
+    if history == "full":
+        for before, current in zip(rounds, rounds[1:]):
+            if current.source == "refined" and current.turn is not None:
+                messages += [{"role": "assistant", "content": before.answer}, {"role": "user", "content": current.turn}]
+    messages += [{"role": "assistant", "content": rounds[-1].answer}, {"role": "user", "content": turn}]
+    return messages
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def _chunks(items: Sequence[RefineProblem], size: int) -> Iterator[Sequence[RefineProblem]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Refiner:
+    """Runs the critique-refine loop over problems, storing each problem's round as it finishes."""
+
+    def __init__(
+        self, store: RunStore, policy: ChatModel, scorer: StoreScorer, settings: RefineSettings | None = None
+    ) -> None:
+        self.store = store
+        self.policy = policy
+        self.scorer = scorer
+        self.settings = settings or RefineSettings()
+        policy_id = policy.engine.model_id
+        self.policy_key = settings_key(policy_id, self.settings.policy_dict(), ignore=())
+        loop = {"method": KIND, "policy": self.policy_key, "verifier": scorer.settings, "n": scorer.config.n,
+                "history": self.settings.history}
+        self.key = settings_key(policy_id, loop, ignore=())
+
+    def _settings(self, round_: int) -> str:
+        return self.policy_key if round_ == 0 else self.key
+
+    def stored(self, problem: RefineProblem, round_: int) -> Round | None:
+        value = self.store.item(KIND, problem.key, self._settings(round_), str(round_))
+        return Round.from_value(value) if isinstance(value, dict) else None
+
+    def rounds(self, problem: RefineProblem, last: int) -> list[Round]:
+        """Stored rounds 0..``last`` (fewer when one is missing)."""
+        found: list[Round] = []
+        for r in range(last + 1):
+            stored = self.stored(problem, r)
+            if stored is None:
+                break
+            found.append(stored)
+        return found
+
+    def run(self, problems: Sequence[RefineProblem], on_progress: ProgressFn | None = None) -> None:
+        """Compute every missing round 0..R of ``problems``, round by round (so batches span problems).
+
+        ``on_progress(phase, done, total)`` hears "answer" (round 0) and "round r".
+        """
+        unique = list({p.key: p for p in problems}.values())
+        for r in range(self.settings.rounds + 1):
+            self._run_round(unique, r, on_progress)
+
+    def _run_round(self, problems: Sequence[RefineProblem], r: int, on_progress: ProgressFn | None) -> None:
+        phase = "answer" if r == 0 else f"round {r}"
+        todo = [p for p in problems if self.stored(p, r) is None]
+        done = len(problems) - len(todo)
+        if on_progress:
+            on_progress(phase, done, len(problems))
+        # A chunk is verified together (``concurrency`` paths in flight) and refined in one policy batch.
+        for chunk in _chunks(todo, max(1, self.policy.engine.max_batch, self.scorer.concurrency)):
+            made = self._first_answers(chunk) if r == 0 else self._refine(chunk, r)
+            for problem, record in zip(chunk, made):
+                sample = {"id": problem.id, "problem": problem.problem, "answer": problem.gold}
+                self.store.put_item(KIND, problem.key, self._settings(r), asdict(record), slot=str(r), record=sample)
+                done += 1
+                if on_progress:
+                    on_progress(phase, done, len(problems))
+
+    def _first_answers(self, chunk: Sequence[RefineProblem]) -> list[Round]:
+        asked = [p for p in chunk if p.response is None]
+        messages = [[{"role": "user", "content": first_user_turn(p.problem, self.settings.instruction)}] for p in asked]
+        replies = dict(zip([p.key for p in asked], self.policy.complete(messages, self.settings.sampling(0))))
+        return [Round(replies[p.key], "policy") if p.response is None else Round(p.response, "input") for p in chunk]
+
+    def _refine(self, chunk: Sequence[RefineProblem], r: int) -> list[Round]:
+        """Verify each problem's round r-1 answer, ask the policy again where a step fell below the threshold."""
+        history = {p.key: self.rounds(p, r - 1) for p in chunk}
+        missing = [p.id for p in chunk if len(history[p.key]) < r]
+        if missing:
+            raise RuntimeError(f"round {r} needs round {r - 1} of problems {missing}")
+        items = {p.key: self._solution(p, history[p.key][-1].answer) for p in chunk}
+        verifiable = [item for item in items.values() if item is not None]
+        self.scorer.score(verifiable)
+        findings = {key: self._finding(item) if item is not None else None for key, item in items.items()}
+        turns = {key: f.turn for key, f in findings.items() if f is not None and f.turn is not None}
+        asked = [p for p in chunk if p.key in turns]
+        conversations = [
+            conversation(p.problem, self.settings.instruction, history[p.key], turns[p.key], self.settings.history)
+            for p in asked
+        ]
+        replies = dict(zip([p.key for p in asked], self.policy.complete(conversations, self.settings.sampling(r))))
+        return [Round.after(history[p.key][-1], findings[p.key], replies.get(p.key)) for p in chunk]
+
+    @staticmethod
+    def _solution(problem: RefineProblem, answer: str) -> SolutionInput | None:
+        """The answer as a solution to verify (keyed by its content); ``None`` if it has no steps."""
+        steps = split_steps(answer)
+        if not steps:
+            return None
+        record = {"id": problem.key, "problem": problem.problem, "steps": steps}
+        return SolutionInput(problem=problem.problem, steps=steps, record=record, position=0)
+
+    def _finding(self, item: SolutionInput) -> Finding:
+        """First step below the threshold (Maj@N rewards) and the worst path's analysis of it."""
+        n, threshold = self.scorer.config.n, self.scorer.config.threshold
+        matrix = self.scorer.matrix(item, n)
+        rewards = step_rewards_at(matrix, n)
+        first = first_error_of(rewards, threshold)
+        if first < 0:
+            return Finding(-1, rewards)
+        path = worst_path(matrix[first])
+        turns = self.store.paths(item.key, self.scorer.settings, n)
+        text = turns[path][first].get("text", "") if path is not None and path in turns else ""
+        return Finding(first, rewards, item.steps[first], critique_of(text))
+
+
+# -- results -------------------------------------------------------------------------------------
+
+
+@dataclass
+class RefineResults:
+    """Accuracy per round and every problem's rounds; ``to_json`` is what ``RUN/refine.json`` holds."""
+
+    policy: str
+    verifier: str
+    rounds: int
+    settings: str
+    accuracy: dict[int, float | None]
+    refined: dict[int, int]
+    """Round r (from 1) -> problems whose answer the policy refined in that round."""
+    transitions: dict[int, dict[str, int]]
+    """Round r -> {"wrong_to_right": .., "right_to_wrong": ..} against round r-1."""
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "benchmark": "refine",
+            "policy": self.policy,
+            "verifier": self.verifier,
+            "rounds": self.rounds,
+            "problems": len(self.samples),
+            "settings": self.settings,
+            "accuracy": {str(r): a for r, a in self.accuracy.items()},
+            "refined": {str(r): c for r, c in self.refined.items()},
+            "transitions": {str(r): t for r, t in self.transitions.items()},
+            "samples": self.samples,
+        }
+
+
+Grades = dict[tuple[str, str], tuple[bool, str | None]]
+"""``(gold, answer) -> (correct, answer key)``."""
+
+
+def grade_rounds(problems: Sequence[RefineProblem], rounds: dict[str, list[Round]]) -> Grades:
+    """Grade every distinct (gold, answer) once with math-verify (kept answers repeat)."""
+    pairs = list(dict.fromkeys((p.gold, r.answer) for p in problems for r in rounds[p.key]))
+    return dict(zip(pairs, grade_all(pairs)))
+
+
+def compute_results(
+    problems: Sequence[RefineProblem],
+    rounds: dict[str, list[Round]],
+    grades: Grades,
+    *,
+    policy: str,
+    verifier: str,
+    settings: str,
+    n_rounds: int,
+) -> RefineResults:
+    """Per-round figures from stored rounds; every problem needs rounds 0..``n_rounds``.
+
+    Each sample's round r shows the answer of that round with the verifier's finding *on that
+    answer* (first error, step, critique): the finding stored with round r+1, ``None`` past the last.
+    """
+    incomplete = [p.id for p in problems if len(rounds[p.key]) < n_rounds + 1]
+    if incomplete:
+        raise ValueError(f"problems {incomplete[:5]} lack rounds up to {n_rounds}")
+    correct = {p.key: [grades[(p.gold, r.answer)][0] for r in rounds[p.key][: n_rounds + 1]] for p in problems}
+    count = len(problems)
+    accuracy = {r: (sum(correct[p.key][r] for p in problems) / count if count else None) for r in range(n_rounds + 1)}
+    refined = {r: sum(rounds[p.key][r].source == "refined" for p in problems) for r in range(1, n_rounds + 1)}
+    transitions = {
+        r: {
+            "wrong_to_right": sum(not correct[p.key][r - 1] and correct[p.key][r] for p in problems),
+            "right_to_wrong": sum(correct[p.key][r - 1] and not correct[p.key][r] for p in problems),
+        }
+        for r in range(1, n_rounds + 1)
+    }
+    samples = [_sample(p, rounds[p.key][: n_rounds + 1], grades) for p in problems]
+    return RefineResults(policy, verifier, n_rounds, settings, accuracy, refined, transitions, samples)
+
+
+def _sample(problem: RefineProblem, rounds: list[Round], grades: Grades) -> dict[str, Any]:
+    shown = []
+    for r, this in enumerate(rounds):
+        following = rounds[r + 1] if r + 1 < len(rounds) else None
+        verdict = following if following is not None and following.first_error is not None else None
+        correct, answer_key = grades[(problem.gold, this.answer)]
+        shown.append({
+            "round": r,
+            "answer": this.answer,
+            "correct": correct,
+            "answer_key": answer_key,
+            "source": this.source,
+            "first_error": verdict.first_error if verdict else None,
+            "step": verdict.step if verdict else None,
+            "critique": verdict.critique if verdict else None,
+            "step_rewards": verdict.step_rewards if verdict else None,
+        })
+    return {"id": problem.id, "key": problem.key, "gold": problem.gold, "rounds": shown}
+
+
+def evaluate_refine(
+    problems: Sequence[RefineProblem], refiner: Refiner, on_progress: ProgressFn | None = None
+) -> RefineResults:
+    """Compute what the store lacks, grade every round, and save ``RUN/refine.json``."""
+    refiner.run(problems, on_progress)
+    n_rounds = refiner.settings.rounds
+    rounds = {p.key: refiner.rounds(p, n_rounds) for p in problems}
+    results = compute_results(
+        problems, rounds, grade_rounds(problems, rounds), policy=refiner.policy.engine.model_id,
+        verifier=refiner.scorer.engine.model_id, settings=refiner.key, n_rounds=n_rounds,
+    )
+    write_results(refiner.store.run_dir / RESULT_FILE, results)
+    return results
+
+
+def write_results(path: Path, results: RefineResults) -> Path:
+    """Write atomically (a reader never sees half a file)."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(path)
+    return path
