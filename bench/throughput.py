@@ -14,16 +14,19 @@ with the same model, sampling settings and seeds, and prints one markdown table:
 * ``scheduler`` (b): our :class:`~genprm.verifier.scheduler.Scheduler`, ``--concurrency`` paths of
   many solutions in flight, prefix caching on, continuous batching.
 * ``scheduler-stop``: (b) with ``stop_at_first_error=True``.
-* ``ceiling`` (c): plain ``vllm.LLM.generate`` on one batch of GenPRM first-step prompts (the
-  verifier's own prompt lengths at step 1), K x N of them, ``max_tokens`` = the per-step cap and
-  ``ignore_eos``, on the same ``vllm.LLM`` as (b): the generation throughput this hardware gives.
+* ``ceiling`` (c): plain ``vllm.LLM.generate`` on one batch of GenPRM first-step prompts of the
+  samples (the verifier's own prompt lengths at step 1), as many as ``--concurrency`` (the widest
+  batch (b) may build), ``max_tokens`` = the per-step cap with ``ignore_eos``, on the same
+  ``vllm.LLM`` as (b): the generation throughput this hardware gives a full batch.
 * one row per ``--config-json``: (b) with those VerifyConfig fields changed (e.g. adaptive sampling);
   its F1 is compared with (b)'s on the same samples.
 
-Columns: wall time (engine start-up excluded), generated tokens and tokens/s, prompt tokens vLLM
-computed (prompt tokens minus vLLM's own per-request ``num_cached_tokens``), (a)'s wall time over
-the row's, the row's tokens/s as a share of (c)'s, and ProcessBench F1 (first error == label; F1 is
-the harmonic mean of the accuracies on erroneous and on correct samples) with its difference to (b).
+Columns: wall time (engine start-up excluded); CPU time of this process and its children (vLLM's
+engine and workers, code sandboxes: steadier than wall time on a shared machine); generated tokens
+and tokens/s; prompt tokens vLLM computed (prompt tokens minus vLLM's own per-request
+``num_cached_tokens``) and those it took from its prefix cache; (a)'s wall time over the row's; the
+row's tokens/s as a share of (c)'s; ProcessBench F1 (first error == label; F1 is the harmonic mean
+of the accuracies on erroneous and on correct samples) and its difference to (b)'s.
 
 ``--out`` is rewritten after every finished solution and row, so a long run loses at most the
 solution in flight; a re-run with the same ``--out`` and settings keeps the rows already complete
@@ -35,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -62,7 +66,7 @@ WHAT = {
     "upstream": "(a) sequential, 1 request at a time, no prefix cache",
     "scheduler": "(b) scheduler, prefix cache",
     "scheduler-stop": "(b) + stop_at_first_error",
-    "ceiling": "(c) raw vllm.LLM.generate batch",
+    "ceiling": "(c) raw vllm.LLM.generate, one batch",
 }
 
 
@@ -126,16 +130,37 @@ def snapshot(stats: EngineStats) -> dict[str, float]:
         "prompt_tokens": stats.prompt_tokens,
         "cached_prompt_tokens": stats.cached_prompt_tokens,
         "completion_tokens": stats.completion_tokens,
+        "cpu_s": cpu_seconds(),
     }
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its live children (vLLM's engine core and workers, sandboxes).
+
+    On a shared machine wall time depends on the neighbours; CPU time much less, so both are kept.
+    """
+    try:
+        import psutil
+    except ImportError:  # vLLM depends on psutil; without it the column stays empty
+        return float("nan")
+    me = psutil.Process()
+    total = 0.0
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # exited meanwhile
+            continue
+        total += times.user + times.system
+    return total
 
 
 class Results:
     """The ``--out`` file: settings and rows, rewritten atomically whenever something finishes."""
 
-    def __init__(self, path: Path | None, settings: dict[str, Any], rerun: bool) -> None:
+    def __init__(self, path: Path | None, settings: dict[str, Any]) -> None:
         self.path = path
         self.data: dict[str, Any] = {"settings": settings, "rows": {}}
-        if path is not None and path.exists() and not rerun:
+        if path is not None and path.exists():
             old = json.loads(path.read_text(encoding="utf-8"))
             if old.get("settings") == settings:
                 self.data["rows"] = {k: v for k, v in old.get("rows", {}).items() if v.get("complete")}
@@ -208,17 +233,22 @@ def run_verifier_row(
     return out
 
 
-def run_ceiling_row(engine: Any, config: VerifyConfig, samples: list[SolutionInput], n: int) -> dict[str, Any]:
-    """Plain ``LLM.generate``: every sample's first-step prompt N times, ``max_step_tokens`` each, one call."""
+def run_ceiling_row(engine: Any, config: VerifyConfig, samples: list[SolutionInput], batch: int) -> dict[str, Any]:
+    """Plain ``LLM.generate``: ``batch`` first-step prompts (the samples' in turn), ``max_step_tokens`` each.
+
+    The batch is as wide as the scheduler may go (``--concurrency``), so the row says what this
+    hardware gives when the batch is full, whatever K and N are.
+    """
     import vllm
 
     chat = ChatTemplate(engine.chat_template, engine.special_tokens)
-    prompts = []
+    firsts = []
     for item in samples:
         user = P.user_turn(item.problem, item.steps[0], 0, config.first_turn)
         messages = build_messages(config.mode.system_prompt, [user], [])
         text = chat.prompt_for(messages, config.assistant_header) + P.analyze_prefix(1)
-        prompts += [{"prompt_token_ids": engine.tokenize(text)}] * n
+        firsts.append({"prompt_token_ids": engine.tokenize(text)})
+    prompts = [firsts[i % len(firsts)] for i in range(batch)]
     params = [
         vllm.SamplingParams(
             max_tokens=config.max_step_tokens, temperature=config.temperature, top_p=config.top_p,
@@ -227,7 +257,7 @@ def run_ceiling_row(engine: Any, config: VerifyConfig, samples: list[SolutionInp
         for i in range(len(prompts))
     ]
     engine.llm.reset_prefix_cache()
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(), time.perf_counter()
     outputs = engine.llm.generate(prompts, params, use_tqdm=False)
     wall = time.perf_counter() - started
     prompt_tokens = sum(len(p["prompt_token_ids"]) for p in prompts)
@@ -236,6 +266,7 @@ def run_ceiling_row(engine: Any, config: VerifyConfig, samples: list[SolutionInp
         "kind": "ceiling",
         "batch": len(prompts),
         "wall_s": wall,
+        "cpu_s": cpu_seconds() - cpu,
         "requests": len(prompts),
         "prompt_tokens": prompt_tokens,
         "cached_prompt_tokens": cached,
@@ -257,9 +288,9 @@ def table(rows: dict[str, dict[str, Any]], order: list[str]) -> str:
 
     a, b, c = (rows.get(k) if rows.get(k, {}).get("complete") else None for k in ("upstream", "scheduler", "ceiling"))
     lines = [
-        "| row | what | wall s | generated tok | gen tok/s | prompt tok computed | prompt tok cached "
+        "| row | what | wall s | CPU s | generated tok | gen tok/s | prompt tok computed | prompt tok cached "
         "| (a) wall / row wall | share of ceiling tok/s | F1 | ΔF1 vs (b) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in order:
         r = rows.get(name)
@@ -267,7 +298,7 @@ def table(rows: dict[str, dict[str, Any]], order: list[str]) -> str:
             continue
         what = WHAT.get(name, "(b) + " + json.dumps(r.get("overrides", {})))
         if not r.get("complete"):
-            what += f" (incomplete: {len(r.get('solutions', []))} solutions)"
+            what += f" (incomplete: {len(r.get('solutions', []))} solutions{', ' + r['error'] if 'error' in r else ''})"
         speed = tps(r)
         ratio = a["wall_s"] / r["wall_s"] if a and r.get("wall_s") and r.get("kind") != "ceiling" else None
         share = speed / tps(c) if c and speed is not None and tps(c) else None
@@ -275,7 +306,8 @@ def table(rows: dict[str, dict[str, Any]], order: list[str]) -> str:
         delta = f1 - b["f1"] if b and f1 is not None and b.get("f1") is not None else None
         computed, cached = r.get("prompt_tokens_computed", 0), r.get("cached_prompt_tokens", 0)
         lines.append(
-            f"| {name} | {what} | {fmt(r.get('wall_s'), '.1f')} | {r.get('completion_tokens', 0):.0f} "
+            f"| {name} | {what} | {fmt(r.get('wall_s'), '.1f')} | {fmt(r.get('cpu_s'), '.0f')} "
+            f"| {r.get('completion_tokens', 0):.0f} "
             f"| {fmt(speed, '.1f')} | {computed:.0f} | {cached:.0f} "
             f"| {fmt(ratio, '.2f')} | {fmt(share, '.0%')} | {fmt(f1, '.3f')} | {fmt(delta, '+.3f')} |"
         )
@@ -297,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="an extra scheduler row with these VerifyConfig fields changed; repeatable")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, help="JSON file of the raw numbers, rewritten as rows progress")
-    parser.add_argument("--rerun", action="store_true", help="run rows again even if --out has them complete")
+    parser.add_argument("--rerun", action="store_true", help="run the chosen rows again even if --out has them")
+    parser.add_argument("--ceiling-batch", type=int, help="prompts in the ceiling's one batch (default: --concurrency)")
     args = parser.parse_args(argv)
 
     try:
@@ -326,11 +359,13 @@ def main(argv: list[str] | None = None) -> int:
         "n": args.n, "max_step_tokens": args.max_step_tokens, "concurrency": args.concurrency, "seed": args.seed,
         "max_model_len": args.max_model_len, "cpus": os.cpu_count(),
     }
-    results = Results(args.out, settings, args.rerun)
+    results = Results(args.out, settings)
     print(f"{len(samples)} samples ({sum(s.record['label'] != -1 for s in samples)} with an error), N={args.n}, "
           f"max {args.max_step_tokens} tokens per step, rows: {', '.join(wanted)}", file=sys.stderr)
 
     engines: dict[str, Any] = {}
+    # a plain kill must still close vLLM, or its engine process outlives us
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     def engine_for(kind: str) -> Any:
         """One engine per kind, started once; the other kind's engine is closed first (memory)."""
@@ -344,26 +379,32 @@ def main(argv: list[str] | None = None) -> int:
                                           max_batch=1, seed=args.seed)
             else:
                 engines[key] = VLLMEngine(args.model, max_model_len=args.max_model_len,
-                                          max_batch=max(args.concurrency, args.samples * args.n), seed=args.seed)
+                                          max_batch=max(args.concurrency, args.ceiling_batch or 0), seed=args.seed)
             print(f"  vLLM ({key}) started in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         return engines[key]
 
     try:
         for name in wanted:
-            if results.done(name):
+            if results.done(name) and not args.rerun:
                 print(f"  {name}: complete in {args.out}, kept (--rerun to run it again)", file=sys.stderr)
                 continue
             row = known[name]
             engine = engine_for(row.kind)
             print(f"  {name}: running", file=sys.stderr)
-            if row.kind == "ceiling":
-                record = run_ceiling_row(engine, configs[name], samples, args.n)
-            else:
-                if row.kind != "upstream":
-                    engine.llm.reset_prefix_cache()  # no row inherits another's cached prefixes
-                record = run_verifier_row(
-                    row, engine, configs[name], samples, args.concurrency, lambda r, n=name: results.update(n, r)
-                )
+            try:
+                if row.kind == "ceiling":
+                    record = run_ceiling_row(engine, configs[name], samples, args.ceiling_batch or args.concurrency)
+                else:
+                    if row.kind != "upstream":
+                        engine.llm.reset_prefix_cache()  # no row inherits another's cached prefixes
+                    record = run_verifier_row(
+                        row, engine, configs[name], samples, args.concurrency, lambda r, n=name: results.update(n, r)
+                    )
+            except Exception as exc:  # one broken row (say, a config under development) must not sink the others
+                print(f"  {name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+                failed = dict(results.data["rows"].get(name) or {"kind": row.kind})
+                results.update(name, {**failed, "complete": False, "error": f"{type(exc).__name__}: {exc}"})
+                continue
             results.update(name, record)
             print(f"  {name}: {record['wall_s']:.1f} s", file=sys.stderr)
     finally:

@@ -10,7 +10,8 @@ import pytest
 
 from genprm.errors import ConfigError, InputError
 from genprm.evaluation import bon
-from genprm.evaluation.bon import GradeCache, load_bon, split_steps
+from genprm.evaluation.bon import GradeCache, load_bon
+from genprm.protocol.parse import split_paragraphs as split_steps
 from genprm.store import RunStore
 
 MATH_COT = Path(__file__).resolve().parents[3] / "shared" / "data" / "bon" / "math_cot_100.jsonl"
@@ -102,7 +103,7 @@ def test_file_level_errors(tmp_path):
     with pytest.raises(InputError, match=r"broken.jsonl:2, record 1: invalid JSON"):
         load_bon(tmp_path / "broken.jsonl")
     (tmp_path / "empty.jsonl").write_text("\n", encoding="utf-8")
-    with pytest.raises(InputError, match="no problems"):
+    with pytest.raises(InputError, match="empty"):
         load_bon(tmp_path / "empty.jsonl")
     with pytest.raises(ConfigError, match="--responses"):
         load_bon(write_jsonl(tmp_path / "ok.jsonl", [generic()]), responses=0)

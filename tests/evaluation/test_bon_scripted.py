@@ -107,3 +107,16 @@ def test_rerun_reuses_the_store_and_extension_computes_only_the_new(data, tmp_pa
     assert judged == 0 + 2  # p0's r2 is empty; p1's r2 has two steps
     with RunStore(run_dir) as store:
         assert sum(1 for _ in store.items("grade")) == 6
+
+
+def test_the_terminal_table_shows_every_method_and_budget(data, tmp_path):
+    from rich.console import Console
+
+    from genprm.cli.tables import print_bon
+    from genprm.evaluation.bon import Agreement, BonResults
+
+    results = BonResults("m", 1, 2, "s", {"min/argmax": {1: 0.5, 2: 1.0}, "Pass@1": {1: 0.5, 2: 0.5}}, Agreement(3, 4))
+    console = Console(record=True, width=120)
+    print_bon(console, results)
+    text = console.export_text()
+    assert "min/argmax" in text and "100.0" in text and "3/4 responses (75.0%)" in text

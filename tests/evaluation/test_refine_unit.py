@@ -23,7 +23,6 @@ from genprm.evaluation.refine import (
     gold_answer,
     load_problems,
     refine_turn,
-    split_steps,
     worst_path,
 )
 from genprm.evaluation.scoring import StoreScorer
@@ -62,11 +61,6 @@ def test_refine_turn_is_byte_exact():
         ">So 2 + 3 = 6.\n\n2 + 3 is 5."
     )
     assert refine_turn("So 2 + 3 = 6.", "") == PREFIX + "So 2 + 3 = 6."
-
-
-def test_steps_are_paragraphs():
-    assert split_steps("a\nb\n\n  \n\nc\n \t\nd\n\n") == ["a\nb", "c", "d"]
-    assert split_steps("  \n\n ") == []
 
 
 def test_worst_path_is_the_lowest_readable_reward_first_on_ties():
@@ -289,3 +283,30 @@ def test_compute_results_needs_every_round(problems):
     rounds = {p.key: [Round("x", "policy")] for p in problems}
     with pytest.raises(ValueError, match="lack rounds"):
         compute_results(problems, rounds, {}, policy="p", verifier="v", settings="s", n_rounds=1)
+
+
+def test_a_policy_chat_template_override_gets_its_own_first_answers(tmp_path, problems):
+    policy = policy_engine()
+    store = RunStore(tmp_path / "run")
+    scorer = StoreScorer(store, verifier_engine(), VerifyConfig(mode="analyze"))
+    plain = Refiner(store, ChatModel(policy), scorer)
+    custom = Refiner(store, ChatModel(policy, "{{ messages[0]['content'] }}"), scorer)
+    assert plain.policy_key != custom.policy_key
+    assert plain.policy_key == Refiner(store, ChatModel(policy), scorer, RefineSettings(rounds=1)).policy_key
+
+
+def test_a_run_killed_mid_round_resumes_with_the_problem_in_flight(tmp_path, problems):
+    def crashing(prompt, request):
+        if "gamma" in prompt and PREFIX in prompt:
+            raise RuntimeError("killed")
+        return policy_engine()._respond(prompt, request)
+
+    verifier = verifier_engine()
+    with pytest.raises(RuntimeError, match="killed"):
+        evaluate_refine(problems, _refiner(tmp_path, ScriptedEngine("policy", respond=crashing), verifier, rounds=1))
+    verified = len(verifier.calls)
+    policy = policy_engine()
+    results = evaluate_refine(problems, _refiner(tmp_path, policy, verifier, rounds=1))
+    assert len(policy.calls) == 1 and "gamma" in policy.calls[0][0]  # only gamma's refinement is redone
+    assert len(verifier.calls) == verified  # its verification was stored before the crash
+    assert results.refined == {1: 2}

@@ -74,12 +74,12 @@ def trajectories(sample_id: str, rewards: list[list[float | None]]) -> dict[int,
     return {j: [path_step(j, k, row[j], analysis(k, j)) for k, row in enumerate(rewards)] for j in range(N)}
 
 
-def build_run(folder: Path, *, bon: bool = True, refine: bool = True) -> Path:
+def build_run(folder: Path, *, cases: list | None = None, bon: bool = True, refine: bool = True) -> Path:
     """A run folder as `genprm eval processbench` leaves it, plus bon.json / refine.json of the documented shape."""
     samples = []
     with RunStore(folder) as store:
         settings = store.register_settings("demo-model", {"n": N, "max_step_tokens": 128})
-        for position, (sample_id, subset, label, rewards) in enumerate(CASES):
+        for position, (sample_id, subset, label, rewards) in enumerate(CASES if cases is None else cases):
             record = {
                 "id": sample_id, "problem": f"What is 3 * 4? ({sample_id}) <b>not bold</b>",
                 "steps": [f"Step {k} of {sample_id}: 3 * 4 = 12 & 12 < 13." for k in range(len(rewards))],
@@ -180,6 +180,14 @@ def test_missing_result_files_skip_their_sections(tmp_path: Path) -> None:
     html = page.read_text(encoding="utf-8")
     assert 'id="processbench-table"' in html and 'id="bon"' not in html and 'id="refine"' not in html
     assert not (page.parent / "bon_vs_budget.png").exists()
+
+
+def test_a_run_without_any_f1_has_no_f1_plot(tmp_path: Path) -> None:
+    run = build_run(tmp_path / "run", cases=[c for c in CASES if c[2] != -1], bon=False, refine=False)
+    page = write_report(run)
+    html = page.read_text(encoding="utf-8")
+    assert not (page.parent / "f1_vs_n.png").exists() and 'id="plot-f1"' not in html
+    assert html.count('class="sample"') == 2
 
 
 def test_bon_only_run_has_no_samples_section(tmp_path: Path) -> None:

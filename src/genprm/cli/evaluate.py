@@ -96,14 +96,7 @@ def processbench_command(
             judge = None
             if critic:
                 judge = Critic(store, ChatModel(llm, template), CriticSettings(max_tokens=critic_max_tokens))
-            tasks: dict[str, TaskID] = {}
-
-            def progress(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(phase, total=total)
-                bar.update(tasks[phase], completed=done)
-
-            results = evaluate_processbench(samples, scorer, critic=judge, on_progress=progress)
+            results = evaluate_processbench(samples, scorer, critic=judge, on_progress=phase_updater(bar))
         print_processbench(err, results)
         err.print(f"figures saved to {run / 'processbench.json'}", highlight=False)
 

@@ -9,17 +9,28 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from genprm.cli.common import describe, err, fail
+from genprm.cli.common import describe, err, fail, fail_on_errors
 from genprm.cli.evaluate import eval_app
+from genprm.cli.options import (
+    BaseUrl,
+    ChatTemplateFile,
+    Concurrency,
+    EngineName,
+    Model,
+    NCtx,
+    ServedModel,
+    Threads,
+    Tokenizer,
+    engine_options,
+    read_template,
+)
 from genprm.cli.refine import refine_command
 from genprm.cli.report import report_command
 from genprm.cli.summary import ComputeTotals, print_compute_total, print_solution, saves_compute
-from genprm.engines import available_engines
 from genprm.engines.models import REGISTRY, model_dir
 from genprm.errors import GenPRMError
 from genprm.io import count_records
@@ -45,10 +56,7 @@ def verify_command(
         ..., exists=True, dir_okay=False, readable=True,
         help="JSON or JSONL file of records with 'problem' (a string) and 'steps' (a list of strings).",
     ),
-    model: str = typer.Option(
-        "smollm2-135m-instruct", "--model", "-m",
-        help="A .gguf path, a built-in name (see `genprm models`), or owner/repo:file.gguf on the Hub.",
-    ),
+    model: Model = "smollm2-135m-instruct",
     out: Path | None = typer.Option(
         None, "--out", "-o",
         help="JSONL file to append results to; records already in it are skipped. Default: stdout.",
@@ -97,19 +105,14 @@ def verify_command(
     reward_temperature: float = typer.Option(1.0, help="Temperature on the Yes/No logits when reading rewards."),
     seed: int = typer.Option(0, help="Base random seed."),
     code_timeout: float = typer.Option(5.0, help="Wall-clock seconds per code run in the sandbox."),
-    concurrency: int = typer.Option(
-        1, help="Paths in flight at once across solutions (for batching engines); results then arrive "
-        "in completion order.",
-    ),
-    engine: str = typer.Option("llamacpp", help=f"Inference engine: {', '.join(available_engines())}."),
-    base_url: str | None = typer.Option(None, help="openai engine: the server, e.g. http://127.0.0.1:8000/v1."),
-    served_model: str | None = typer.Option(None, help="openai engine: the model name the server serves."),
-    tokenizer: str | None = typer.Option(
-        None, help="openai engine: a GGUF path or model name whose tokenizer and chat template to use."
-    ),
-    n_ctx: int | None = typer.Option(None, help="llama.cpp context length (default: min(16384, model's))."),
-    threads: int | None = typer.Option(None, help="llama.cpp CPU threads (default: all cores)."),
-    chat_template: Path | None = typer.Option(None, help="A Jinja chat template file overriding the model's."),
+    concurrency: Concurrency = 1,
+    engine: EngineName = "llamacpp",
+    base_url: BaseUrl = None,
+    served_model: ServedModel = None,
+    tokenizer: Tokenizer = None,
+    n_ctx: NCtx = None,
+    threads: Threads = None,
+    chat_template: ChatTemplateFile = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-step summary, only the progress bar."),
 ) -> None:
     """Verify each solution step by step and write one JSONL record per solution."""
@@ -126,15 +129,11 @@ def verify_command(
         )
     except (ValueError, GenPRMError) as exc:
         fail(describe(exc))
-    options: dict[str, Any] = {}
-    if engine == "llamacpp":
-        options = {k: v for k, v in {"n_ctx": n_ctx, "n_threads": threads}.items() if v is not None}
-    elif engine == "openai":
-        if base_url is None:
-            fail("--engine openai needs --base-url")
-        chosen = {"base_url": base_url, "served_model": served_model, "tokenizer": tokenizer}
-        options = {k: v for k, v in chosen.items() if v is not None}
-    template = chat_template.read_text(encoding="utf-8") if chat_template else None
+    with fail_on_errors():
+        options = engine_options(
+            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
+        )
+    template = read_template(chat_template)
     total = count_records(input)
     with Progress(
         TextColumn("[bold]verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

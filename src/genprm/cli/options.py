@@ -48,7 +48,7 @@ def engine_options(
         return {k: v for k, v in {"n_ctx": n_ctx, "n_threads": threads}.items() if v is not None}
     if engine == "openai":
         if base_url is None:
-            raise ConfigError("--base-url", None, "--engine openai needs the server's URL")
+            raise ConfigError("--engine", engine, "needs --base-url, the server's URL")
         chosen = {"base_url": base_url, "served_model": served_model, "tokenizer": tokenizer}
         return {k: v for k, v in chosen.items() if v is not None}
     return {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from genprm.evaluation.bon import BonResults
@@ -51,17 +52,22 @@ def print_processbench(console: Console, results: ProcessBenchResults) -> None:
 def print_bon(console: Console, results: BonResults) -> None:
     """Accuracy (%) per method and budget, then how our grading agrees with the data's labels."""
     budgets = range(1, results.responses + 1)
-    table = Table(
-        title=f"Best-of-N accuracy — {results.model}, {results.problems} problems, N={results.n} paths",
-        caption="method: <step-reward aggregation>/<selection>; budget b averages the chunks of b responses",
-        title_justify="left",
+    console.print(
+        f"[bold]Best-of-N[/] — {escape(results.model)}: {results.problems} problems × {results.responses} responses, "
+        f"N={results.n} verification paths",
+        highlight=False,
     )
+    table = Table(title="accuracy (%) per budget", title_justify="left")
     table.add_column("method")
     for b in budgets:
         table.add_column(str(b), justify="right")
     for method, per in results.methods.items():
         table.add_row(method, *[pct(per[b]) for b in budgets], style="dim" if "@" in method else None)
     console.print(table)
+    console.print(
+        "method: step-reward aggregation / selection; budget b: mean over the chunks of b consecutive responses",
+        style="dim", highlight=False,
+    )
     agreement = results.agreement
     if agreement.total:
         console.print(

@@ -13,9 +13,8 @@ import hashlib
 import importlib.metadata
 import itertools
 import json
-import re
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,8 @@ from genprm.evaluation.bon_metrics import AGGREGATIONS, Outcome, aggregate, meth
 from genprm.evaluation.grading import TIMEOUT_S, grade_all
 from genprm.evaluation.metrics import step_rewards_at
 from genprm.evaluation.scoring import StoreScorer
-from genprm.io import SolutionInput
+from genprm.io import SolutionInput, read_objects, write_json_atomic
+from genprm.protocol.parse import split_paragraphs
 from genprm.store import RunStore, settings_key
 
 DEFAULT_DATA = Path("../shared/data/bon/math_cot_100.jsonl")
@@ -34,15 +34,9 @@ GRADE_KIND = "grade"
 GRADE_CHUNK = 16
 """Responses graded per progress update (on the main thread; elsewhere all at once, in one worker)."""
 
-_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 
 Progress = Callable[[str, int, int], None]
 """``on_progress(phase, done, total)`` with phase "grade" or "verify"."""
-
-
-def split_steps(response: str) -> list[str]:
-    """A response's steps: its paragraphs, split on blank lines (empty paragraphs dropped)."""
-    return [part.strip() for part in _BLANK_LINE.split(response) if part.strip()]
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -52,15 +46,14 @@ def split_steps(response: str) -> list[str]:
 class _Format:
     """Where one input format keeps each field."""
 
-    name: str
     problem: str
     answer: str
     responses: str
     id: str
 
 
-GENERIC = _Format("generic", problem="problem", answer="answer", responses="responses", id="id")
-MATH_COT = _Format("math_cot", problem="question", answer="gt", responses="response", id="idx")
+GENERIC = _Format(problem="problem", answer="answer", responses="responses", id="id")
+MATH_COT = _Format(problem="question", answer="gt", responses="response", id="idx")
 SHIPPED_FIELD = "score"
 
 
@@ -79,7 +72,7 @@ class BonProblem:
 
     def item(self, index: int) -> SolutionInput | None:
         """The response as a solution to verify; ``None`` if it has no step (it is never scored)."""
-        steps = split_steps(self.responses[index])
+        steps = split_paragraphs(self.responses[index])
         if not steps:
             return None
         record = {"id": f"{self.id}/{index}", "problem_id": self.id, "response": index}
@@ -99,7 +92,7 @@ def load_bon(path: str | Path, *, limit: int | None = None, responses: int | Non
     problems: list[BonProblem] = []
     seen: set[str] = set()
     keep = responses
-    for obj, position, line in itertools.islice(_read_objects(Path(path)), limit):
+    for obj, position, line in itertools.islice(read_objects(path, "pass --data with a Best-of-N JSONL file"), limit):
         where = _Where(str(path), line, position)
         fmt = _format_of(obj, where)
         problem = _parse_problem(obj, fmt, where)
@@ -111,33 +104,6 @@ def load_bon(path: str | Path, *, limit: int | None = None, responses: int | Non
     if not problems:
         raise InputError("no problems to evaluate", path=str(path))
     return problems
-
-
-def _read_objects(path: Path) -> Iterator[tuple[Any, int, int | None]]:
-    """``(record, position, line)`` from a JSONL file or a JSON list, decoding lazily."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such file (pass --data with a Best-of-N JSONL file)", path=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read: {exc}", path=str(path)) from None
-    if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
-        yield from ((obj, i, None) for i, obj in enumerate(data))
-        return
-    position = 0
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=lineno, record=position) from None
-        yield obj, position, lineno
-        position += 1
 
 
 @dataclass(frozen=True)
@@ -390,8 +356,4 @@ def grade_problems(
 
 def write_results(store: RunStore, results: BonResults) -> Path:
     """Save the figures beside the store, for ``genprm report`` and for people."""
-    path = store.run_dir / RESULT_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(store.run_dir / RESULT_FILE, results.to_json())

@@ -18,7 +18,7 @@ from genprm.errors import InputError
 from genprm.evaluation.critic import Critic
 from genprm.evaluation.metrics import SubsetScore, average_f1, predicted_first_error, processbench_score
 from genprm.evaluation.scoring import RewardMatrix, StoreScorer, reward_matrix
-from genprm.io import SolutionInput, validate_record
+from genprm.io import SolutionInput, validate_record, write_json_atomic
 from genprm.store import RunStore
 
 SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
@@ -224,11 +224,7 @@ def evaluate_processbench(
 
 def write_results(store: RunStore, results: ProcessBenchResults) -> Path:
     """Save the figures beside the store, for ``genprm report`` and for people."""
-    path = store.run_dir / RESULT_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(store.run_dir / RESULT_FILE, results.to_json())
 
 
 def matrices_from_store(

@@ -36,9 +36,9 @@ from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.grading import grade_all
 from genprm.evaluation.metrics import step_rewards_at
 from genprm.evaluation.scoring import StoreScorer
-from genprm.io import SolutionInput
+from genprm.io import SolutionInput, read_objects, write_json_atomic
 from genprm.protocol.chat import Message
-from genprm.protocol.parse import analysis_of
+from genprm.protocol.parse import analysis_of, split_paragraphs
 from genprm.store import RunStore, settings_key
 from genprm.verifier.path import derive_seed
 from genprm.verifier.records import first_error_of
@@ -122,36 +122,10 @@ def parse_problem(obj: Any, *, position: int, path: str | None = None, line: int
     return RefineProblem(str(ident), obj[text_field], gold, response)
 
 
-def _records(path: Path) -> Iterator[tuple[Any, int, int | None]]:
-    """``(decoded record, position, line)`` from a JSON list or a JSONL file, as they are read."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such file (pass --data with a JSONL file of problems)", path=str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read: {exc}", path=str(path)) from None
-    if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
-        yield from ((obj, i, None) for i, obj in enumerate(data))
-        return
-    position = 0
-    for lineno, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            yield json.loads(raw), position, lineno
-        except json.JSONDecodeError as exc:
-            raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=lineno, record=position) from None
-        position += 1
-
-
 def load_problems(path: str | Path, limit: int | None = None) -> list[RefineProblem]:
     """The first ``limit`` problems of a JSON/JSONL file (GSM8K, MATH-500 and ``{problem, answer}`` shapes)."""
     problems: list[RefineProblem] = []
-    for obj, position, line in _records(Path(path)):
+    for obj, position, line in read_objects(path, "pass --data with a JSONL file of problems"):
         if limit is not None and len(problems) >= limit:
             break
         problems.append(parse_problem(obj, position=position, path=str(path), line=line))
@@ -161,11 +135,6 @@ def load_problems(path: str | Path, limit: int | None = None) -> list[RefineProb
 
 
 # -- the protocol pieces -------------------------------------------------------------------------
-
-
-def split_steps(answer: str) -> list[str]:
-    """The answer's paragraphs (split on blank lines, empty ones dropped): the steps the verifier scores."""
-    return [part.strip() for part in re.split(r"\n[ \t]*\n", answer) if part.strip()]
 
 
 def critique_of(turn: str) -> str:
@@ -184,6 +153,7 @@ def refine_turn(step: str, critique: str) -> str:
 
 
 def first_user_turn(problem: str, instruction: str) -> str:
+    """The policy's first turn: the problem, then the instruction on its own line (if any)."""
     return f"{problem}\n{instruction}" if instruction else problem
 
 
@@ -312,7 +282,10 @@ class Refiner:
         self.scorer = scorer
         self.settings = settings or RefineSettings()
         policy_id = policy.engine.model_id
-        self.policy_key = settings_key(policy_id, self.settings.policy_dict(), ignore=())
+        shaping = self.settings.policy_dict()
+        if policy.template.source != policy.engine.chat_template:  # an overriding template changes every prompt
+            shaping["chat_template"] = hashlib.sha256(policy.template.source.encode()).hexdigest()[:16]
+        self.policy_key = settings_key(policy_id, shaping, ignore=())
         loop = {"method": KIND, "policy": self.policy_key, "verifier": scorer.settings, "n": scorer.config.n,
                 "history": self.settings.history}
         self.key = settings_key(policy_id, loop, ignore=())
@@ -387,7 +360,7 @@ class Refiner:
     @staticmethod
     def _solution(problem: RefineProblem, answer: str) -> SolutionInput | None:
         """The answer as a solution to verify (keyed by its content); ``None`` if it has no steps."""
-        steps = split_steps(answer)
+        steps = split_paragraphs(answer)
         if not steps:
             return None
         record = {"id": problem.key, "problem": problem.problem, "steps": steps}
@@ -520,7 +493,4 @@ def evaluate_refine(
 
 def write_results(path: Path, results: RefineResults) -> Path:
     """Write atomically (a reader never sees half a file)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results.to_json(), indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_json_atomic(path, results.to_json())

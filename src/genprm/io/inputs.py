@@ -55,17 +55,17 @@ def validate_record(obj: Any, *, position: int, path: str | None = None, line: i
     return SolutionInput(problem=obj["problem"], steps=list(steps), record=obj, position=position, line=line)
 
 
-def read_solutions(path: str | Path) -> Iterator[SolutionInput]:
-    """Yield validated records from a JSON file (one object or a list) or a JSONL file.
+def read_objects(path: str | Path, hint: str = "") -> Iterator[tuple[Any, int, int | None]]:
+    """``(decoded record, position, line)`` from a JSON file (one object or a list) or a JSONL file.
 
-    Records are yielded as they are read, so a bad record late in a file stops the run only once
-    the good ones before it have been handled.
+    JSONL records are decoded as they are read, so a bad line late in a file stops the run only
+    once the good ones before it have been handled. ``hint`` completes the missing-file message.
     """
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise InputError("no such file", path=str(path)) from None
+        raise InputError(f"no such file{f' ({hint})' if hint else ''}", path=str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read: {exc}", path=str(path)) from None
     stripped = text.lstrip()
@@ -77,8 +77,7 @@ def read_solutions(path: str | Path) -> Iterator[SolutionInput]:
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=exc.lineno) from None
         items = data if isinstance(data, list) else [data]
-        for i, obj in enumerate(items):
-            yield validate_record(obj, position=i, path=str(path))
+        yield from ((obj, i, None) for i, obj in enumerate(items))
         return
     position = 0
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -88,8 +87,14 @@ def read_solutions(path: str | Path) -> Iterator[SolutionInput]:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise InputError(f"invalid JSON: {exc.msg}", path=str(path), line=lineno, record=position) from None
-        yield validate_record(obj, position=position, path=str(path), line=lineno)
+        yield obj, position, lineno
         position += 1
+
+
+def read_solutions(path: str | Path) -> Iterator[SolutionInput]:
+    """Yield validated ``{problem, steps}`` records from a JSON or JSONL file."""
+    for obj, position, line in read_objects(path):
+        yield validate_record(obj, position=position, path=str(path), line=line)
 
 
 def count_records(path: str | Path) -> int | None:

@@ -60,3 +60,12 @@ class ResultWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def write_json_atomic(path: str | Path, value: Any) -> Path:
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    target = Path(path)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False), encoding="utf-8")
+    tmp.replace(target)
+    return target

@@ -38,3 +38,11 @@ def one_line(text: str, width: int = 120) -> str:
         if 0 < cut < width:
             return flat[: cut + 1].strip()
     return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
+
+
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+
+
+def split_paragraphs(text: str) -> list[str]:
+    """A policy answer's steps: its paragraphs, split on blank lines (empty ones dropped)."""
+    return [part.strip() for part in _BLANK_LINE.split(text) if part.strip()]

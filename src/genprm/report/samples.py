@@ -53,6 +53,7 @@ class PathView:
 
     index: int
     verdict: str
+    """The verdict written into the turn (sampled; it can disagree with the reward)."""
     reward: float | None
     tone: Tone
     analysis: str

@@ -21,7 +21,7 @@ h4 { margin: .6rem 0 .2rem; font-size: .85rem; color: var(--grey); }
 table { border-collapse: collapse; margin: .6rem 0; }
 th, td { border: 1px solid var(--line); padding: .25rem .55rem; text-align: right; white-space: nowrap; }
 th:first-child, td:first-child { text-align: left; }
-td.best { font-weight: 700; } .detail { color: var(--grey); font-size: .8rem; }
+td.best, td.avg { font-weight: 700; } .detail { color: var(--grey); font-size: .8rem; }
 img.plot { max-width: 100%; border: 1px solid var(--line); }
 .filters { position: sticky; top: 0; background: #fff; padding: .5rem 0; border-bottom: 1px solid var(--line);
            display: flex; gap: 1.5rem; align-items: center; z-index: 1; }
@@ -116,7 +116,7 @@ PROCESSBENCH = """
       <td>{{ score.f1 | pct }} <span class="detail">({{ score.error_acc | pct }} / {{ score.correct_acc | pct }},
         n={{ score.n_error }}+{{ score.n_correct }})</span></td>
       {% endfor %}
-      <td class="best">{{ pb.average[method] | pct }}</td></tr>
+      <td class="avg">{{ pb.average[method] | pct }}</td></tr>
     {% endfor %}
   </table></div>
   {% if pb.get("published") %}
@@ -128,7 +128,7 @@ PROCESSBENCH = """
     {% endfor %}
   </table></details>
   {% endif %}
-  {% if plots.f1_vs_n %}
+  {% if plots.get("f1_vs_n") %}
   <h3>F1 against the number of paths</h3>
   <img class="plot" id="plot-f1" src="{{ plots.f1_vs_n }}" alt="ProcessBench F1 against N">
   {% endif %}
@@ -151,7 +151,7 @@ BON = """
   <p class="muted">Accuracy in % per response budget; method = step-reward aggregation / selection.
   {% if agreement.get("total") %}Grading agrees with the data's labels on
   {{ agreement.matches }}/{{ agreement.total }} responses.{% endif %}</p>
-  {% if plots.bon_vs_budget %}
+  {% if plots.get("bon_vs_budget") %}
   <img class="plot" id="plot-bon" src="{{ plots.bon_vs_budget }}" alt="Best-of-N accuracy against budget">
   {% endif %}
   <div class="scroll"><table id="bon-table">
@@ -225,8 +225,8 @@ SAMPLES = """
 
 PATH = """
 <details class="path tone-{{ path.tone }}">
-  <summary>path {{ path.index }}: <span class="verdict">{{ path.verdict }}</span>,
-    P(Yes) {{ path.reward | number(3) }}{% for note in path.notes %} · {{ note }}{% endfor %}</summary>
+  <summary>path {{ path.index }}: <span class="verdict">P(Yes) {{ path.reward | number(3) }}</span>
+    · sampled verdict {{ path.verdict }}{% for note in path.notes %} · {{ note }}{% endfor %}</summary>
   <h4>analysis</h4>
   <div class="text analysis">{{ path.analysis or "(none)" }}</div>
   {% for run in path.code %}
