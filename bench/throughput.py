@@ -36,6 +36,7 @@ solution in flight; a re-run with the same ``--out`` and settings keeps the rows
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -301,7 +302,8 @@ def table(rows: dict[str, dict[str, Any]], order: list[str]) -> str:
             what += f" (incomplete: {len(r.get('solutions', []))} solutions{', ' + r['error'] if 'error' in r else ''})"
         speed = tps(r)
         ratio = a["wall_s"] / r["wall_s"] if a and r.get("wall_s") and r.get("kind") != "ceiling" else None
-        share = speed / tps(c) if c and speed is not None and tps(c) else None
+        ceiling = tps(c) if c else None
+        share = speed / ceiling if speed is not None and ceiling else None
         f1 = r.get("f1")
         delta = f1 - b["f1"] if b and f1 is not None and b.get("f1") is not None else None
         computed, cached = r.get("prompt_tokens_computed", 0), r.get("cached_prompt_tokens", 0)
@@ -397,9 +399,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     if row.kind != "upstream":
                         engine.llm.reset_prefix_cache()  # no row inherits another's cached prefixes
-                    record = run_verifier_row(
-                        row, engine, configs[name], samples, args.concurrency, lambda r, n=name: results.update(n, r)
-                    )
+                    save = functools.partial(results.update, name)
+                    record = run_verifier_row(row, engine, configs[name], samples, args.concurrency, save)
             except Exception as exc:  # one broken row (say, a config under development) must not sink the others
                 print(f"  {name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 failed = dict(results.data["rows"].get(name) or {"kind": row.kind})
