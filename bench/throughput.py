@@ -335,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ceiling-batch", type=int, help="prompts in the ceiling's one batch (default: --concurrency)")
     args = parser.parse_args(argv)
 
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is for the table
     try:
         import vllm  # noqa: F401
     except ImportError:

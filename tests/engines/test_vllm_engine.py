@@ -194,3 +194,18 @@ def test_bad_request_fails_alone(engine):
         engine.generate([GenerationRequest([10**8], SamplingParams(max_tokens=4))])
     ok = engine.generate([GenerationRequest("1, 2, 3,", SamplingParams(max_tokens=2, **GREEDY))])[0]
     assert ok.completion_tokens == 2
+
+
+def test_many_seeded_requests_that_overflow_one_engine_step(engine):
+    # vLLM-CPU 0.32 with chunked prefill splits prompts that do not fit a step's token budget (4096)
+    # and rewinds a split request's torch generator, which a CPU generator refuses ("CPU Generator
+    # does not use offset"): the engine died (observed with 64 seeded ~65-token prompts). GenPRM
+    # seeds every path, so on a CPU the engine prefills whole prompts.
+    n = engine.max_batch
+    prompts = [engine.tokenize(f"Question {i}: " + "x " * 80) for i in range(n)]
+    assert n * len(prompts[0]) > 4096
+    params = [SamplingParams(max_tokens=1, temperature=0.6, seed=i) for i in range(n)]
+    outs = engine.generate([GenerationRequest(p, q) for p, q in zip(prompts, params)])
+    assert all(o.completion_tokens == 1 and o.finish_reason == "length" for o in outs)
+    ok = engine.generate([GenerationRequest("1, 2, 3,", SamplingParams(max_tokens=2, **GREEDY))])[0]
+    assert ok.completion_tokens == 2

@@ -129,6 +129,9 @@ class VLLMEngine(Engine):
         # vLLM's CPU build: use both cores for the model (its default keeps one for the front end,
         # which is mostly idle while a batch decodes) unless the user chose otherwise.
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+        # vLLM logs to stdout by default, which would mix its log lines into results written there
+        # (`genprm verify` without --out prints JSONL): send them to stderr unless the user chose.
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
         try:
             import vllm
             from vllm.platforms import current_platform
@@ -151,6 +154,13 @@ class VLLMEngine(Engine):
             # torch.compile's warm-up adds 50-150 s to every start on 2 cores for ~5% batched
             # throughput (0.5B model); pass enforce_eager=False for long runs.
             args.setdefault("enforce_eager", True)
+            # vLLM-CPU 0.32 kills its engine when chunked prefill splits a *seeded* request's prompt
+            # across steps: it rewinds the request's torch generator, and CPU generators refuse
+            # ("CPU Generator does not use offset"). Every GenPRM path is seeded and many long prompts
+            # arrive at once, so prefill whole prompts (a step then holds up to max_model_len tokens).
+            if "enable_chunked_prefill" not in engine_args:
+                args["enable_chunked_prefill"] = False
+                args.setdefault("max_num_batched_tokens", max(max_model_len, max_batch, 2048))
         started = time.perf_counter()
         try:
             self.llm = vllm.LLM(model, **args)
