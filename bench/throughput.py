@@ -404,8 +404,12 @@ def main(argv: list[str] | None = None) -> int:
                     record = run_verifier_row(row, engine, configs[name], samples, args.concurrency, save)
             except Exception as exc:  # one broken row (say, a config under development) must not sink the others
                 print(f"  {name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-                failed = dict(results.data["rows"].get(name) or {"kind": row.kind})
-                results.update(name, {**failed, "complete": False, "error": f"{type(exc).__name__}: {exc}"})
+                # keep this attempt's progress (saved after each solution), never an earlier run's numbers
+                partial = results.data["rows"].get(name) or {}
+                partial = {"kind": row.kind} if partial.get("complete") else dict(partial) or {"kind": row.kind}
+                results.update(name, {**partial, "complete": False, "error": f"{type(exc).__name__}: {exc}"})
+                for key in [k for k, e in engines.items() if e is engine]:  # it may be dead: the next row starts anew
+                    engines.pop(key).close()
                 continue
             results.update(name, record)
             print(f"  {name}: {record['wall_s']:.1f} s", file=sys.stderr)
