@@ -73,16 +73,33 @@ class _StateCache:
         return best_len, self.states[best_key]
 
     def put(self, state: Any) -> None:
-        if self.budget <= 0 or state.llama_state_size > self.budget:
+        _slim(state)
+        size = state_bytes(state)
+        if self.budget <= 0 or size > self.budget:
             return
         key = tuple(state.input_ids[: state.n_tokens].tolist())
         if key in self.states:
-            self.bytes -= self.states.pop(key).llama_state_size
+            self.bytes -= state_bytes(self.states.pop(key))
         self.states[key] = state
-        self.bytes += state.llama_state_size
+        self.bytes += size
         while self.bytes > self.budget and self.states:
             _, old = self.states.popitem(last=False)
-            self.bytes -= old.llama_state_size
+            self.bytes -= state_bytes(old)
+
+
+def _slim(state: Any) -> None:
+    """Drop the logits copy ``save_state`` makes (n_batch × vocab floats: 311 MB for Qwen2).
+
+    We never read restored logits (at least one token is always evaluated after a restore), and
+    keeping them made a long run grow past 15 GB. One row still broadcasts in ``load_state``.
+    """
+    if state.scores.shape[0] > 1:
+        state.scores = state.scores[:1].copy()
+
+
+def state_bytes(state: Any) -> int:
+    """What a saved state really holds in memory: the KV data plus the arrays beside it."""
+    return int(state.llama_state_size) + int(state.scores.nbytes) + int(state.input_ids.nbytes)
 
 
 class LlamaCppEngine(Engine):
