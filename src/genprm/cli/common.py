@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from genprm.errors import GenPRMError
 
@@ -39,3 +40,24 @@ def fail_on_errors() -> Iterator[None]:
         yield
     except (GenPRMError, ValidationError) as exc:
         fail(describe(exc))
+
+
+@contextmanager
+def phase_bar() -> Iterator[Progress]:
+    """A progress display on stderr with one bar per phase of a long command."""
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
+    ) as bar:
+        yield bar
+
+
+def phase_updater(bar: Progress) -> Callable[[str, int, int], None]:
+    """An ``on_progress(phase, done, total)`` that keeps one bar per phase."""
+    tasks: dict[str, TaskID] = {}
+
+    def update(phase: str, done: int, total: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = bar.add_task(phase, total=total)
+        bar.update(tasks[phase], completed=done, total=total)
+
+    return update

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from genprm.cli.common import err, fail_on_errors
+from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater
 from genprm.cli.options import (
     BaseUrl,
     ChatTemplateFile,
     Concurrency,
     EngineName,
+    MaxStepTokens,
     Model,
     NCtx,
     RunDir,
+    Seed,
     ServedModel,
+    Temperature,
     Threads,
     Tokenizer,
+    VerifierMode,
     engine_options,
     read_template,
 )
@@ -40,14 +41,6 @@ eval_app = typer.Typer(help="Benchmarks as the paper reports them; runs resume f
                        no_args_is_help=True)
 
 
-@contextmanager
-def phase_bar() -> Iterator[Progress]:
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=err,
-    ) as bar:
-        yield bar
-
-
 @eval_app.command("processbench")
 def processbench_command(
     run: RunDir = Path("runs/processbench"),
@@ -64,12 +57,10 @@ def processbench_command(
         bool, typer.Option(help="Also run the ProcessBench critic baseline with the same model.")
     ] = False,
     critic_max_tokens: Annotated[int, typer.Option(help="Token budget of one critic answer.")] = 2048,
-    mode: Annotated[
-        Mode, typer.Option(help="full: analysis+code+execution; analyze; code-no-exec; direct.")
-    ] = Mode.FULL,
-    max_step_tokens: Annotated[int, typer.Option(help="Generated-token budget per step and path.")] = 2048,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.6,
-    seed: Annotated[int, typer.Option(help="Base random seed.")] = 0,
+    mode: VerifierMode = Mode.FULL,
+    max_step_tokens: MaxStepTokens = 2048,
+    temperature: Temperature = 0.6,
+    seed: Seed = 0,
     model: Model = "smollm2-135m-instruct",
     engine: EngineName = "llamacpp",
     concurrency: Concurrency = 1,
@@ -101,18 +92,6 @@ def processbench_command(
         err.print(f"figures saved to {run / 'processbench.json'}", highlight=False)
 
 
-def phase_updater(bar: Progress) -> Callable[[str, int, int], None]:
-    """An ``on_progress(phase, done, total)`` that keeps one bar per phase."""
-    tasks: dict[str, TaskID] = {}
-
-    def update(phase: str, done: int, total: int) -> None:
-        if phase not in tasks:
-            tasks[phase] = bar.add_task(phase, total=total)
-        bar.update(tasks[phase], completed=done, total=total)
-
-    return update
-
-
 @eval_app.command("bon")
 def bon_command(
     run: RunDir = Path("runs/bon"),
@@ -124,12 +103,10 @@ def bon_command(
         int | None, typer.Option(help="Use the first K responses of each problem (default: all; budgets 1..K).")
     ] = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Verification paths per step; step rewards average them.")] = 1,
-    mode: Annotated[
-        Mode, typer.Option(help="full: analysis+code+execution; analyze; code-no-exec; direct.")
-    ] = Mode.FULL,
-    max_step_tokens: Annotated[int, typer.Option(help="Generated-token budget per step and path.")] = 2048,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.6,
-    seed: Annotated[int, typer.Option(help="Base random seed.")] = 0,
+    mode: VerifierMode = Mode.FULL,
+    max_step_tokens: MaxStepTokens = 2048,
+    temperature: Temperature = 0.6,
+    seed: Seed = 0,
     model: Model = "smollm2-135m-instruct",
     engine: EngineName = "llamacpp",
     concurrency: Concurrency = 1,

@@ -9,6 +9,7 @@ import typer
 
 from genprm.engines import available_engines
 from genprm.errors import ConfigError
+from genprm.protocol.prompts import Mode
 
 Model = Annotated[
     str,
@@ -30,6 +31,10 @@ ChatTemplateFile = Annotated[Path | None, typer.Option(help="A Jinja chat templa
 Concurrency = Annotated[
     int, typer.Option(help="Paths in flight at once across samples (for batching engines such as vLLM).")
 ]
+VerifierMode = Annotated[Mode, typer.Option(help="full: analysis+code+execution; analyze; code-no-exec; direct.")]
+MaxStepTokens = Annotated[int, typer.Option(help="Generated-token budget per step and path.")]
+Temperature = Annotated[float, typer.Option(help="Sampling temperature.")]
+Seed = Annotated[int, typer.Option(help="Base random seed.")]
 RunDir = Annotated[
     Path,
     typer.Option(

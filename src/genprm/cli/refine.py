@@ -8,11 +8,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import TaskID
 from rich.table import Table
 
-from genprm.cli.common import err, fail_on_errors
-from genprm.cli.evaluate import phase_bar
+from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater
 from genprm.cli.options import (
     BaseUrl,
     ChatTemplateFile,
@@ -121,14 +119,7 @@ def refine_command(
             scorer = StoreScorer(store, verifier, config, chat_template=read_template(chat_template),
                                  concurrency=concurrency)
             refiner = Refiner(store, ChatModel(policy, read_template(policy_chat_template)), scorer, settings)
-            tasks: dict[str, TaskID] = {}
-
-            def progress(phase: str, done: int, total: int) -> None:
-                if phase not in tasks:
-                    tasks[phase] = bar.add_task(phase, total=total)
-                bar.update(tasks[phase], completed=done)
-
-            results = evaluate_refine(problems, refiner, progress)
+            results = evaluate_refine(problems, refiner, phase_updater(bar))
         print_refine(err, results)
         err.print(f"figures saved to {run / RESULT_FILE}", highlight=False)
 

@@ -33,26 +33,19 @@ def _gold_text(gold: str) -> str:
     return text if ("$" in text or "\\boxed" in text) else f"${text}$"
 
 
-def grade(gold: str, response: str) -> bool:
-    """True when the response's final answer equals ``gold`` mathematically. Main thread only."""
-    mv = _math_verify()
-    parsed_gold = mv.parse(_gold_text(gold), parsing_timeout=TIMEOUT_S)
-    parsed = mv.parse(response, parsing_timeout=TIMEOUT_S)
-    if not parsed_gold or not parsed:
-        return False
-    return bool(mv.verify(parsed_gold, parsed, timeout_seconds=TIMEOUT_S))
-
-
-def answer_key(response: str) -> str | None:
-    """A normal form of the response's final answer, for majority votes; ``None`` if it has none."""
-    mv = _math_verify()
-    parsed = mv.parse(response, parsing_timeout=TIMEOUT_S)
-    return str(parsed[0]) if parsed else None
-
-
 def _grade_pair(pair: tuple[str, str]) -> tuple[bool, str | None]:
+    """``(the response's final answer equals gold mathematically, that answer's normal form for votes)``.
+
+    Main thread only (math-verify's timeouts); the response is parsed once for both.
+    """
     gold, response = pair
-    return grade(gold, response), answer_key(response)
+    mv = _math_verify()
+    parsed = mv.parse(response, parsing_timeout=TIMEOUT_S)
+    if not parsed:
+        return False, None
+    parsed_gold = mv.parse(_gold_text(gold), parsing_timeout=TIMEOUT_S)
+    correct = bool(parsed_gold) and bool(mv.verify(parsed_gold, parsed, timeout_seconds=TIMEOUT_S))
+    return correct, str(parsed[0])
 
 
 def grade_all(pairs: Sequence[tuple[str, str]]) -> list[tuple[bool, str | None]]:

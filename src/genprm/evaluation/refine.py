@@ -35,7 +35,7 @@ from genprm.errors import ConfigError, InputError
 from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.grading import grade_all
 from genprm.evaluation.metrics import step_rewards_at
-from genprm.evaluation.scoring import StoreScorer
+from genprm.evaluation.scoring import StoreScorer, reward_matrix
 from genprm.io import SolutionInput, read_objects, write_json_atomic
 from genprm.protocol.chat import Message
 from genprm.protocol.parse import analysis_of, split_paragraphs
@@ -369,13 +369,13 @@ class Refiner:
     def _finding(self, item: SolutionInput) -> Finding:
         """First step below the threshold (Maj@N rewards) and the worst path's analysis of it."""
         n, threshold = self.scorer.config.n, self.scorer.config.threshold
-        matrix = self.scorer.matrix(item, n)
+        turns = self.store.paths(item.key, self.scorer.settings, n)
+        matrix = reward_matrix(turns, len(item.steps), n)
         rewards = step_rewards_at(matrix, n)
         first = first_error_of(rewards, threshold)
         if first < 0:
             return Finding(-1, rewards)
         path = worst_path(matrix[first])
-        turns = self.store.paths(item.key, self.scorer.settings, n)
         text = turns[path][first].get("text", "") if path is not None and path in turns else ""
         return Finding(first, rewards, item.steps[first], critique_of(text))
 

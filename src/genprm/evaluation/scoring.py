@@ -83,7 +83,8 @@ class StoreScorer:
         self, items: Sequence[SolutionInput], on_progress: Callable[[ScoringProgress], None] | None = None
     ) -> None:
         """Compute and store every missing path of ``items``; each sample is committed as it finishes."""
-        todo = [item for item in items if self.missing(item)]
+        wanted = {item.key: self.missing(item) for item in items}
+        todo = [item for item in items if wanted[item.key]]
         reused = len(items) - len(todo)
         done = reused
 
@@ -96,7 +97,6 @@ class StoreScorer:
 
         if on_progress:
             on_progress(ScoringProgress(done, len(items), reused))
-        wanted = {item.key: self.missing(item) for item in todo}
         if self.concurrency <= 1:
             for item in todo:
                 finished(
