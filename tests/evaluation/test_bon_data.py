@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from genprm.errors import ConfigError, InputError
-from genprm.evaluation import bon
-from genprm.evaluation.bon import GradeCache, load_bon
+from genprm.evaluation import bon, grade_cache
+from genprm.evaluation.bon import load_bon
+from genprm.evaluation.grade_cache import GradeCache
 from genprm.protocol.parse import split_paragraphs as split_steps
 from genprm.store import RunStore
 
@@ -124,7 +125,7 @@ def test_grades_are_cached_in_the_store(tmp_path, monkeypatch):
     with RunStore(tmp_path / "run") as store:
         first = GradeCache(store).grade(pairs)
         assert [(g.correct, g.answer) for g in first] == [(True, "2"), (False, "3"), (False, None)]
-        monkeypatch.setattr(bon, "grade_all", lambda _: pytest.fail("regraded a cached pair"))
+        monkeypatch.setattr(grade_cache, "grade_all", lambda _: pytest.fail("regraded a cached pair"))
         seen = []
         again = GradeCache(store).grade(pairs, lambda done, total: seen.append((done, total)))
         assert again == first and seen == [(3, 3)]

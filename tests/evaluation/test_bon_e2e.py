@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genprm.cli.main import app
-from genprm.evaluation import bon
+from genprm.evaluation import grade_cache
 from genprm.verifier.solution import SolutionVerifier
 
 pytestmark = pytest.mark.e2e
@@ -48,7 +48,7 @@ def test_eval_bon_runs_then_reuses_everything(tmp_path, demo_gguf, monkeypatch):
         raise AssertionError("recomputed something the store holds")
 
     monkeypatch.setattr(SolutionVerifier, "verify", never)
-    monkeypatch.setattr(bon, "grade_all", never)
+    monkeypatch.setattr(grade_cache, "grade_all", never)
     second = CliRunner().invoke(app, args)
     assert second.exit_code == 0, second.output
     assert json.loads((run_dir / "bon.json").read_text(encoding="utf-8")) == figures

@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from genprm.cli.main import app
+from genprm.evaluation import grade_cache
 from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.refine import REFINE_PREFIX, Refiner, RefineSettings, evaluate_refine, load_problems
 from genprm.evaluation.scoring import StoreScorer
@@ -66,7 +67,7 @@ def _problems_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_cli_runs_resumes_and_writes_the_figures(tmp_path):
+def test_cli_runs_resumes_and_writes_the_figures(tmp_path, monkeypatch):
     data, run = _problems_file(tmp_path), tmp_path / "run"
     args = ["refine", "--data", str(data), "--run", str(run), "--engine", "scripted", "--rounds", "2", "--mode",
             "analyze"]
@@ -77,6 +78,7 @@ def test_cli_runs_resumes_and_writes_the_figures(tmp_path):
     assert saved["accuracy"] == {"0": 0.0, "1": 0.0, "2": 0.0}  # the scripted policy answers nothing
     assert saved["refined"] == {"1": 0, "2": 0}
     assert "accuracy" in first.output and "refine.json" in first.output
+    monkeypatch.setattr(grade_cache, "grade_all", lambda _: pytest.fail("regraded an answer the store holds"))
     again = CliRunner().invoke(app, [*args, "--limit", "1"])
     assert again.exit_code == 0, again.output
     assert json.loads((run / "refine.json").read_text())["problems"] == 1

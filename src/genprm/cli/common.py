@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import NoReturn
@@ -51,13 +53,38 @@ def phase_bar() -> Iterator[Progress]:
         yield bar
 
 
-def phase_updater(bar: Progress) -> Callable[[str, int, int], None]:
-    """An ``on_progress(phase, done, total)`` that keeps one bar per phase."""
+def phase_updater(bar: Progress, *, log_every_s: float = 30.0) -> Callable[[str, int, int], None]:
+    """An ``on_progress(phase, done, total)`` that keeps one bar per phase.
+
+    A bar draws nothing when stderr is not a terminal (``nohup``, CI logs), so there a plain line
+    ``phase: done/total, elapsed`` is written instead, at most every ``log_every_s`` seconds per phase
+    and always when a phase completes: a long background run stays observable.
+    """
     tasks: dict[str, TaskID] = {}
+    plain = not bar.console.is_terminal
+    started: dict[str, float] = {}
+    last_line: dict[str, float] = {}
 
     def update(phase: str, done: int, total: int) -> None:
         if phase not in tasks:
             tasks[phase] = bar.add_task(phase, total=total)
+            started[phase] = time.monotonic()
         bar.update(tasks[phase], completed=done, total=total)
+        if not plain:
+            return
+        now = time.monotonic()
+        finished = done >= total
+        if not finished and now - last_line.get(phase, -math.inf) < log_every_s:
+            return
+        if finished and last_line.get(phase) == math.inf:
+            return
+        last_line[phase] = math.inf if finished else now
+        bar.console.print(f"{phase}: {done}/{total}, {_clock(now - started[phase])} elapsed", highlight=False)
 
     return update
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"

@@ -33,7 +33,7 @@ from typing import Any, Literal
 from genprm.engines.base import SamplingParams
 from genprm.errors import ConfigError, InputError
 from genprm.evaluation.chat import ChatModel
-from genprm.evaluation.grading import grade_all
+from genprm.evaluation.grade_cache import GradeCache
 from genprm.evaluation.metrics import step_rewards_at
 from genprm.evaluation.scoring import StoreScorer, reward_matrix
 from genprm.io import SolutionInput, read_objects, write_json_atomic
@@ -417,10 +417,10 @@ Grades = dict[tuple[str, str], tuple[bool, str | None]]
 """``(gold, answer) -> (correct, answer key)``."""
 
 
-def grade_rounds(problems: Sequence[RefineProblem], rounds: dict[str, list[Round]]) -> Grades:
-    """Grade every distinct (gold, answer) once with math-verify (kept answers repeat)."""
+def grade_rounds(problems: Sequence[RefineProblem], rounds: dict[str, list[Round]], cache: GradeCache) -> Grades:
+    """Grade every distinct (gold, answer) once (kept answers repeat); the store keeps the grades."""
     pairs = list(dict.fromkeys((p.gold, r.answer) for p in problems for r in rounds[p.key]))
-    return dict(zip(pairs, grade_all(pairs)))
+    return {pair: (grade.correct, grade.answer) for pair, grade in zip(pairs, cache.grade(pairs))}
 
 
 def compute_results(
@@ -483,9 +483,10 @@ def evaluate_refine(
     refiner.run(problems, on_progress)
     n_rounds = refiner.settings.rounds
     rounds = {p.key: refiner.rounds(p, n_rounds) for p in problems}
+    grades = grade_rounds(problems, rounds, GradeCache(refiner.store))
     results = compute_results(
-        problems, rounds, grade_rounds(problems, rounds), policy=refiner.policy.engine.model_id,
-        verifier=refiner.scorer.engine.model_id, settings=refiner.key, n_rounds=n_rounds,
+        problems, rounds, grades, policy=refiner.policy.engine.model_id, verifier=refiner.scorer.engine.model_id,
+        settings=refiner.key, n_rounds=n_rounds,
     )
     write_results(refiner.store.run_dir / RESULT_FILE, results)
     return results
