@@ -117,6 +117,12 @@ def processbench_f1(pairs: list[tuple[int, int]]) -> dict[str, float | None]:
     return {"acc_erroneous": acc_wrong, "acc_correct": acc_right, "f1": f1}
 
 
+SUMMED = (
+    "requests", "prompt_tokens", "cached_prompt_tokens", "completion_tokens", "cpu_s", "prompt_tokens_computed",
+)
+"""The row figures that add up over solutions (besides wall time)."""
+
+
 def stats_delta(after: EngineStats, before: dict[str, float]) -> dict[str, float]:
     """What an engine did between two snapshots: requests, tokens, and the prompt tokens vLLM computed."""
     now = snapshot(after)
@@ -161,10 +167,14 @@ class Results:
     def __init__(self, path: Path | None, settings: dict[str, Any]) -> None:
         self.path = path
         self.data: dict[str, Any] = {"settings": settings, "rows": {}}
+        self.partial: dict[str, dict[str, Any]] = {}
+        """Unfinished upstream rows of an earlier run: their solutions are kept (see ``run_verifier_row``)."""
         if path is not None and path.exists():
             old = json.loads(path.read_text(encoding="utf-8"))
             if old.get("settings") == settings:
-                self.data["rows"] = {k: v for k, v in old.get("rows", {}).items() if v.get("complete")}
+                rows = old.get("rows", {})
+                self.data["rows"] = {k: v for k, v in rows.items() if v.get("complete")}
+                self.partial = {k: v for k, v in rows.items() if not v.get("complete") and v.get("kind") == "upstream"}
             else:
                 print(f"note: {path} holds other settings; its rows are replaced", file=sys.stderr)
 
@@ -201,33 +211,50 @@ def run_verifier_row(
     samples: list[SolutionInput],
     concurrency: int,
     save: Callable[[dict[str, Any]], None],
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Verify every sample as the row says; ``save`` hears the row after each solution."""
+    """Verify every sample as the row says; ``save`` hears the row after each solution.
+
+    The upstream loop verifies one solution at a time with no cache shared between them, so its
+    figures are sums over solutions: ``resume`` (an unfinished upstream row of the same settings)
+    keeps its solutions and totals, and only the missing solutions run. A scheduler row always runs
+    whole, since its batches mix solutions.
+    """
     out: dict[str, Any] = {"kind": row.kind, "overrides": row.overrides, "config": config.model_dump(mode="json")}
     out["concurrency"] = 1 if row.kind == "upstream" else concurrency
-    solutions: list[dict[str, Any]] = []
+    kept = resume if row.kind == "upstream" and resume and resume.get("solutions") else None
+    solutions: list[dict[str, Any]] = list(kept["solutions"]) if kept else []
+    carried = {k: float(kept.get(k) or 0) if kept else 0.0 for k in (*SUMMED, "wall_s")}
+    if kept:
+        out["sessions"] = int(kept.get("sessions", 1)) + 1
+        print(f"  {row.name}: resuming after {len(solutions)} solutions", file=sys.stderr)
     before = snapshot(engine.stats)
     started = time.perf_counter()
 
+    def totals() -> dict[str, float]:
+        delta = stats_delta(engine.stats, before)
+        summed = {k: carried[k] + delta[k] for k in SUMMED}
+        return {**summed, "wall_s": carried["wall_s"] + time.perf_counter() - started}
+
     def finished(result: SolutionResult) -> None:
         solutions.append(solution_summary(result))
-        out.update(solutions=solutions, complete=False, wall_s=time.perf_counter() - started)
-        out.update(stats_delta(engine.stats, before))
+        out.update(solutions=solutions, complete=False, **totals())
         save(out)
         print(f"  {row.name}: {len(solutions)}/{len(samples)} solutions, {out['wall_s']:.0f} s", file=sys.stderr)
 
     verifier = SolutionVerifier(engine, config)
     if row.kind == "upstream":  # engine.max_batch == 1: the plain loop runs paths one after another
+        done = {s["key"] for s in solutions}
         for item in samples:
-            finished(verifier.verify(item.problem, item.steps, record=item.record, key=item.key))
+            if item.key not in done:
+                finished(verifier.verify(item.problem, item.steps, record=item.record, key=item.key))
     else:
         scheduler = Scheduler(verifier, concurrency=concurrency)
         try:
             scheduler.run(samples, finished)
         finally:
             scheduler.close()
-    out["wall_s"] = time.perf_counter() - started
-    out.update(stats_delta(engine.stats, before))
+    out.update(totals())
     by_key = {s["key"]: s for s in solutions}
     pairs = [(int(item.record["label"]), int(by_key[item.key]["first_error"])) for item in samples]
     out.update(processbench_f1(pairs), complete=True)
@@ -401,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
                     if row.kind != "upstream":
                         engine.llm.reset_prefix_cache()  # no row inherits another's cached prefixes
                     save = functools.partial(results.update, name)
-                    record = run_verifier_row(row, engine, configs[name], samples, args.concurrency, save)
+                    resume = None if args.rerun else results.partial.get(name)
+                    record = run_verifier_row(row, engine, configs[name], samples, args.concurrency, save, resume)
             except Exception as exc:  # one broken row (say, a config under development) must not sink the others
                 print(f"  {name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 # keep this attempt's progress (saved after each solution), never an earlier run's numbers
