@@ -13,7 +13,9 @@ from typer.testing import CliRunner
 from genprm.cli.main import app
 from genprm.evaluation import grade_cache
 from genprm.evaluation.chat import ChatModel
-from genprm.evaluation.refine import REFINE_PREFIX, Refiner, RefineSettings, evaluate_refine, load_problems
+from genprm.evaluation.refine import REFINE_PREFIX, Refiner, RefineSettings
+from genprm.evaluation.refine_data import load_problems
+from genprm.evaluation.refine_results import evaluate_refine
 from genprm.evaluation.scoring import StoreScorer
 from genprm.store import RunStore
 from genprm.verifier import VerifyConfig

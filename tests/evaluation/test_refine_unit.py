@@ -12,19 +12,9 @@ import pytest
 from genprm.engines.scripted import ScriptedEngine
 from genprm.errors import ConfigError, InputError
 from genprm.evaluation.chat import ChatModel
-from genprm.evaluation.refine import (
-    Refiner,
-    RefineSettings,
-    Round,
-    compute_results,
-    conversation,
-    critique_of,
-    evaluate_refine,
-    gold_answer,
-    load_problems,
-    refine_turn,
-    worst_path,
-)
+from genprm.evaluation.refine import Refiner, RefineSettings, Round, conversation, critique_of, refine_turn, worst_path
+from genprm.evaluation.refine_data import gold_answer, load_problems
+from genprm.evaluation.refine_results import compute_results, evaluate_refine
 from genprm.evaluation.scoring import StoreScorer
 from genprm.store import RunStore
 from genprm.verifier import VerifyConfig

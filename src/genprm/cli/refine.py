@@ -28,16 +28,9 @@ from genprm.cli.options import (
 from genprm.cli.tables import pct
 from genprm.engines import Engine, load_engine
 from genprm.evaluation.chat import ChatModel
-from genprm.evaluation.refine import (
-    DEFAULT_DATA,
-    DEFAULT_INSTRUCTION,
-    RESULT_FILE,
-    Refiner,
-    RefineResults,
-    RefineSettings,
-    evaluate_refine,
-    load_problems,
-)
+from genprm.evaluation.refine import DEFAULT_INSTRUCTION, Refiner, RefineSettings
+from genprm.evaluation.refine_data import DEFAULT_DATA, load_problems
+from genprm.evaluation.refine_results import RESULT_FILE, RefineResults, evaluate_refine
 from genprm.evaluation.scoring import StoreScorer
 from genprm.protocol.prompts import Mode
 from genprm.store import RunStore

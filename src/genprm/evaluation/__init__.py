@@ -8,7 +8,9 @@ from genprm.evaluation.processbench import (
     evaluate_processbench,
     load_processbench,
 )
-from genprm.evaluation.refine import Refiner, RefineSettings, evaluate_refine, load_problems
+from genprm.evaluation.refine import Refiner, RefineSettings
+from genprm.evaluation.refine_data import load_problems
+from genprm.evaluation.refine_results import evaluate_refine
 from genprm.evaluation.scoring import StoreScorer
 
 __all__ = [

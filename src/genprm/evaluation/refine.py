@@ -18,25 +18,24 @@ problem in flight and more rounds, problems or paths compute only what is missin
 by the policy and its sampling alone, so another verifier, N or threshold reuses the first answers.
 
 Run it with ``genprm refine --data PROBLEMS.jsonl --rounds 3``; figures go to ``RUN/refine.json``.
+This module is the loop and its prompts; the problems are read in :mod:`genprm.evaluation.refine_data`
+and the stored rounds become figures in :mod:`genprm.evaluation.refine_results`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Literal
 
 from genprm.engines.base import SamplingParams
-from genprm.errors import ConfigError, InputError
+from genprm.errors import ConfigError
 from genprm.evaluation.chat import ChatModel
-from genprm.evaluation.grade_cache import GradeCache
 from genprm.evaluation.metrics import step_rewards_at
+from genprm.evaluation.refine_data import RefineProblem
 from genprm.evaluation.scoring import StoreScorer, reward_matrix
-from genprm.io import SolutionInput, read_objects, write_json_atomic
+from genprm.io import SolutionInput
 from genprm.protocol.chat import Message
 from genprm.protocol.parse import analysis_of, split_paragraphs
 from genprm.store import RunStore, settings_key
@@ -44,8 +43,6 @@ from genprm.verifier.path import derive_seed
 from genprm.verifier.records import first_error_of
 
 KIND = "refine"
-RESULT_FILE = "refine.json"
-DEFAULT_DATA = Path("../shared/data/math500/test.jsonl")
 
 # The released code's refinement turn (GenPRM repository, critique-refine script), byte for byte.
 REFINE_PREFIX = (
@@ -61,77 +58,6 @@ last: each round restarts from the problem, the latest answer and the new turn (
 
 Source = Literal["policy", "input", "refined", "kept"]
 ProgressFn = Callable[[str, int, int], None]
-
-
-# -- problems ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RefineProblem:
-    """One problem with its gold answer and, optionally, a policy answer to start from."""
-
-    id: str
-    problem: str
-    gold: str
-    response: str | None = None
-
-    @property
-    def key(self) -> str:
-        """A content key (the id is left out, so reordering a file reuses its stored rounds)."""
-        payload = json.dumps([self.problem, self.gold, self.response], ensure_ascii=False)
-        return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def gold_answer(value: Any) -> str | None:
-    """The gold answer as text: GSM8K's final answer after ``####`` (thousands commas dropped),
-    numbers without a spurious ``.0``; ``None`` when it is not a non-empty string or a number.
-    """
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    text = str(value)
-    if "####" in text:
-        text = re.sub(r"(?<=\d),(?=\d{3})", "", text.rsplit("####", 1)[1])
-    return text.strip() or None
-
-
-def parse_problem(obj: Any, *, position: int, path: str | None = None, line: int | None = None) -> RefineProblem:
-    """Check one record (``{problem|question, answer|gt[, response, id]}``); errors name the field."""
-
-    def fail(message: str, name: str | None = None) -> InputError:
-        return InputError(message, path=path, line=line, record=position, field=name)
-
-    if not isinstance(obj, dict):
-        raise fail(f"expected an object with 'problem' and 'answer', got {type(obj).__name__}")
-    text_field = next((f for f in ("problem", "question") if f in obj), None)
-    if text_field is None:
-        raise fail("missing (or 'question')", "problem")
-    if not isinstance(obj[text_field], str) or not obj[text_field].strip():
-        raise fail("must be a non-empty string", text_field)
-    gold_field = next((f for f in ("answer", "gt") if f in obj), None)
-    if gold_field is None:
-        raise fail("missing: the gold answer (or 'gt')", "answer")
-    gold = gold_answer(obj[gold_field])
-    if gold is None:
-        raise fail(f"must be a non-empty string or a number, got {obj[gold_field]!r}", gold_field)
-    response = obj.get("response")
-    if response is not None and not isinstance(response, str):
-        raise fail(f"must be one policy answer (a string), got {type(response).__name__}", "response")
-    ident = obj.get("id", obj.get("unique_id", position))
-    return RefineProblem(str(ident), obj[text_field], gold, response)
-
-
-def load_problems(path: str | Path, limit: int | None = None) -> list[RefineProblem]:
-    """The first ``limit`` problems of a JSON/JSONL file (GSM8K, MATH-500 and ``{problem, answer}`` shapes)."""
-    problems: list[RefineProblem] = []
-    for obj, position, line in read_objects(path, "pass --data with a JSONL file of problems"):
-        if limit is not None and len(problems) >= limit:
-            break
-        problems.append(parse_problem(obj, position=position, path=str(path), line=line))
-    if not problems and limit != 0:
-        raise InputError("holds no problems", path=str(path))
-    return problems
 
 
 # -- the protocol pieces -------------------------------------------------------------------------
@@ -378,120 +304,3 @@ class Refiner:
         path = worst_path(matrix[first])
         text = turns[path][first].get("text", "") if path is not None and path in turns else ""
         return Finding(first, rewards, item.steps[first], critique_of(text))
-
-
-# -- results -------------------------------------------------------------------------------------
-
-
-@dataclass
-class RefineResults:
-    """Accuracy per round and every problem's rounds; ``to_json`` is what ``RUN/refine.json`` holds."""
-
-    policy: str
-    verifier: str
-    rounds: int
-    settings: str
-    accuracy: dict[int, float | None]
-    refined: dict[int, int]
-    """Round r (from 1) -> problems whose answer the policy refined in that round."""
-    transitions: dict[int, dict[str, int]]
-    """Round r -> {"wrong_to_right": .., "right_to_wrong": ..} against round r-1."""
-    samples: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "benchmark": "refine",
-            "policy": self.policy,
-            "verifier": self.verifier,
-            "rounds": self.rounds,
-            "problems": len(self.samples),
-            "settings": self.settings,
-            "accuracy": {str(r): a for r, a in self.accuracy.items()},
-            "refined": {str(r): c for r, c in self.refined.items()},
-            "transitions": {str(r): t for r, t in self.transitions.items()},
-            "samples": self.samples,
-        }
-
-
-Grades = dict[tuple[str, str], tuple[bool, str | None]]
-"""``(gold, answer) -> (correct, answer key)``."""
-
-
-def grade_rounds(problems: Sequence[RefineProblem], rounds: dict[str, list[Round]], cache: GradeCache) -> Grades:
-    """Grade every distinct (gold, answer) once (kept answers repeat); the store keeps the grades."""
-    pairs = list(dict.fromkeys((p.gold, r.answer) for p in problems for r in rounds[p.key]))
-    return {pair: (grade.correct, grade.answer) for pair, grade in zip(pairs, cache.grade(pairs))}
-
-
-def compute_results(
-    problems: Sequence[RefineProblem],
-    rounds: dict[str, list[Round]],
-    grades: Grades,
-    *,
-    policy: str,
-    verifier: str,
-    settings: str,
-    n_rounds: int,
-) -> RefineResults:
-    """Per-round figures from stored rounds; every problem needs rounds 0..``n_rounds``.
-
-    Each sample's round r shows the answer of that round with the verifier's finding *on that
-    answer* (first error, step, critique): the finding stored with round r+1, ``None`` past the last.
-    """
-    incomplete = [p.id for p in problems if len(rounds[p.key]) < n_rounds + 1]
-    if incomplete:
-        raise ValueError(f"problems {incomplete[:5]} lack rounds up to {n_rounds}")
-    correct = {p.key: [grades[(p.gold, r.answer)][0] for r in rounds[p.key][: n_rounds + 1]] for p in problems}
-    count = len(problems)
-    accuracy = {r: (sum(correct[p.key][r] for p in problems) / count if count else None) for r in range(n_rounds + 1)}
-    refined = {r: sum(rounds[p.key][r].source == "refined" for p in problems) for r in range(1, n_rounds + 1)}
-    transitions = {
-        r: {
-            "wrong_to_right": sum(not correct[p.key][r - 1] and correct[p.key][r] for p in problems),
-            "right_to_wrong": sum(correct[p.key][r - 1] and not correct[p.key][r] for p in problems),
-        }
-        for r in range(1, n_rounds + 1)
-    }
-    samples = [_sample(p, rounds[p.key][: n_rounds + 1], grades) for p in problems]
-    return RefineResults(policy, verifier, n_rounds, settings, accuracy, refined, transitions, samples)
-
-
-def _sample(problem: RefineProblem, rounds: list[Round], grades: Grades) -> dict[str, Any]:
-    shown = []
-    for r, this in enumerate(rounds):
-        following = rounds[r + 1] if r + 1 < len(rounds) else None
-        verdict = following if following is not None and following.first_error is not None else None
-        correct, answer_key = grades[(problem.gold, this.answer)]
-        shown.append({
-            "round": r,
-            "answer": this.answer,
-            "correct": correct,
-            "answer_key": answer_key,
-            "source": this.source,
-            "first_error": verdict.first_error if verdict else None,
-            "step": verdict.step if verdict else None,
-            "critique": verdict.critique if verdict else None,
-            "step_rewards": verdict.step_rewards if verdict else None,
-        })
-    return {"id": problem.id, "key": problem.key, "gold": problem.gold, "rounds": shown}
-
-
-def evaluate_refine(
-    problems: Sequence[RefineProblem], refiner: Refiner, on_progress: ProgressFn | None = None
-) -> RefineResults:
-    """Compute what the store lacks, grade every round, and save ``RUN/refine.json``."""
-    refiner.run(problems, on_progress)
-    n_rounds = refiner.settings.rounds
-    rounds = {p.key: refiner.rounds(p, n_rounds) for p in problems}
-    grades = grade_rounds(problems, rounds, GradeCache(refiner.store))
-    results = compute_results(
-        problems, rounds, grades, policy=refiner.policy.engine.model_id, verifier=refiner.scorer.engine.model_id,
-        settings=refiner.key, n_rounds=n_rounds,
-    )
-    write_results(refiner.store.run_dir / RESULT_FILE, results)
-    return results
-
-
-def write_results(path: Path, results: RefineResults) -> Path:
-    """Write atomically (a reader never sees half a file)."""
-    return write_json_atomic(path, results.to_json())
