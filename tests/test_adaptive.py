@@ -267,7 +267,7 @@ def test_compute_totals_line():
     [
         (["--cascade", "full,direct"], "--cascade 'full,direct'"),
         (["--cascade", "direct,bogus"], "unknown mode 'bogus'"),
-        (["--mode", "analyze", "--cascade", "direct,full"], "--mode analyze and --cascade"),
+        (["--mode", "analyze", "--cascade", "direct,full"], "replaces --mode analyze"),
         (["--cascade-band", "2"], "--cascade-band"),
         (["--adaptive-n", "--min-paths", "0"], "--min-paths"),
         (["--adaptive-margin", "-1"], "--adaptive-margin"),

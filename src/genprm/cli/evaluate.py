@@ -9,20 +9,28 @@ import typer
 
 from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater
 from genprm.cli.options import (
+    AdaptiveBatch,
+    AdaptiveMargin,
+    AdaptiveN,
     BaseUrl,
+    Cascade,
+    CascadeBand,
     ChatTemplateFile,
     Concurrency,
     EngineName,
     MaxStepTokens,
+    MinPaths,
     Model,
     NCtx,
     RunDir,
     Seed,
     ServedModel,
+    StopAtFirstError,
     Temperature,
     Threads,
     Tokenizer,
     VerifierMode,
+    compute_fields,
     engine_options,
     read_template,
 )
@@ -33,7 +41,6 @@ from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.critic import Critic, CriticSettings
 from genprm.evaluation.processbench import DEFAULT_DATA, SUBSETS, evaluate_processbench, load_processbench
 from genprm.evaluation.scoring import StoreScorer
-from genprm.protocol.prompts import Mode
 from genprm.store import RunStore
 from genprm.verifier import VerifyConfig
 
@@ -57,7 +64,14 @@ def processbench_command(
         bool, typer.Option(help="Also run the ProcessBench critic baseline with the same model.")
     ] = False,
     critic_max_tokens: Annotated[int, typer.Option(help="Token budget of one critic answer.")] = 2048,
-    mode: VerifierMode = Mode.FULL,
+    mode: VerifierMode = None,
+    stop_at_first_error: StopAtFirstError = False,
+    cascade: Cascade = None,
+    cascade_band: CascadeBand = 0.2,
+    adaptive_n: AdaptiveN = False,
+    min_paths: MinPaths = 2,
+    adaptive_batch: AdaptiveBatch = 1,
+    adaptive_margin: AdaptiveMargin = 0.2,
     max_step_tokens: MaxStepTokens = 2048,
     temperature: Temperature = 0.6,
     seed: Seed = 0,
@@ -74,8 +88,12 @@ def processbench_command(
     """ProcessBench: F1 per subset and Avg for Pass@1 and Maj@k, a threshold sweep, and optionally the critic."""
     with fail_on_errors():
         samples = load_processbench(data, [s.strip() for s in subsets.split(",") if s.strip()], limit)
+        compute = compute_fields(
+            mode, stop_at_first_error=stop_at_first_error, cascade=cascade, cascade_band=cascade_band,
+            adaptive_n=adaptive_n, min_paths=min_paths, adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
+        )
         config = VerifyConfig(
-            n=n, mode=mode, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed
+            n=n, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed, **compute
         )
         options = engine_options(
             engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
@@ -103,7 +121,14 @@ def bon_command(
         int | None, typer.Option(help="Use the first K responses of each problem (default: all; budgets 1..K).")
     ] = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Verification paths per step; step rewards average them.")] = 1,
-    mode: VerifierMode = Mode.FULL,
+    mode: VerifierMode = None,
+    stop_at_first_error: StopAtFirstError = False,
+    cascade: Cascade = None,
+    cascade_band: CascadeBand = 0.2,
+    adaptive_n: AdaptiveN = False,
+    min_paths: MinPaths = 2,
+    adaptive_batch: AdaptiveBatch = 1,
+    adaptive_margin: AdaptiveMargin = 0.2,
     max_step_tokens: MaxStepTokens = 2048,
     temperature: Temperature = 0.6,
     seed: Seed = 0,
@@ -122,7 +147,11 @@ def bon_command(
     """
     with fail_on_errors():
         problems = bon_eval.load_bon(data, limit=limit, responses=responses)
-        config = VerifyConfig(n=n, mode=mode, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed)
+        compute = compute_fields(
+            mode, stop_at_first_error=stop_at_first_error, cascade=cascade, cascade_band=cascade_band,
+            adaptive_n=adaptive_n, min_paths=min_paths, adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
+        )
+        config = VerifyConfig(n=n, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed, **compute)
         options = engine_options(
             engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
         )

@@ -16,15 +16,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from genprm.cli.common import describe, err, fail, fail_on_errors
 from genprm.cli.evaluate import eval_app
 from genprm.cli.options import (
+    AdaptiveBatch,
+    AdaptiveMargin,
+    AdaptiveN,
     BaseUrl,
+    Cascade,
+    CascadeBand,
     ChatTemplateFile,
     Concurrency,
     EngineName,
+    MinPaths,
     Model,
     NCtx,
     ServedModel,
+    StopAtFirstError,
     Threads,
     Tokenizer,
+    VerifierMode,
+    compute_fields,
     engine_options,
     read_template,
 )
@@ -35,7 +44,6 @@ from genprm.engines.models import REGISTRY, model_dir
 from genprm.errors import GenPRMError
 from genprm.io import count_records
 from genprm.protocol.chat import AssistantHeader
-from genprm.protocol.prompts import Mode
 from genprm.verifier import Progress as VerifyProgress
 from genprm.verifier import VerifyConfig, verify
 
@@ -62,37 +70,18 @@ def verify_command(
         help="JSONL file to append results to; records already in it are skipped. Default: stdout.",
     ),
     n: int = typer.Option(1, "--n", "-n", help="Verification paths per step; rewards are averaged (Maj@N)."),
-    mode: Mode | None = typer.Option(
-        None, help="full (default): analysis+code+execution; analyze; code-no-exec; direct. Not with --cascade."
-    ),
+    mode: VerifierMode = None,
     paths: str = typer.Option(
         "independent", help="independent: own history and code namespace per path; shared: path 0's history."
     ),
     threshold: float = typer.Option(0.5, help="A step whose reward is below this is an error."),
-    stop_at_first_error: bool = typer.Option(
-        False, "--stop-at-first-error",
-        help="Stop a solution at its first wrong step (saves compute); paths of that step still running once "
-        "the error is certain are cancelled (first_error is unchanged).",
-    ),
-    cascade: str | None = typer.Option(
-        None, metavar="MODES",
-        help="Adaptive compute: comma-separated modes, cheapest first, e.g. direct,analyze,full. Each step "
-        "runs the first; while its reward is within --cascade-band of --threshold it runs again in the next. "
-        "Only the last may be full. Replaces --mode.",
-    ),
-    cascade_band: float = typer.Option(
-        0.2, help="--cascade: a reward r with |r - threshold| < band is uncertain and escalates."
-    ),
-    adaptive_n: bool = typer.Option(
-        False, "--adaptive-n",
-        help="Sequential path sampling, --n at most: draw --min-paths paths, then --adaptive-batch more at a "
-        "time, until the mean reward is --adaptive-margin or more from --threshold.",
-    ),
-    min_paths: int = typer.Option(2, help="--adaptive-n: paths drawn before the first stopping check."),
-    adaptive_batch: int = typer.Option(1, help="--adaptive-n: paths drawn per further round."),
-    adaptive_margin: float = typer.Option(
-        0.2, help="--adaptive-n: stop once |mean reward - threshold| reaches this."
-    ),
+    stop_at_first_error: StopAtFirstError = False,
+    cascade: Cascade = None,
+    cascade_band: CascadeBand = 0.2,
+    adaptive_n: AdaptiveN = False,
+    min_paths: MinPaths = 2,
+    adaptive_batch: AdaptiveBatch = 1,
+    adaptive_margin: AdaptiveMargin = 0.2,
     temperature: float = typer.Option(0.6, help="Sampling temperature."),
     top_p: float = typer.Option(0.95, help="Nucleus sampling mass."),
     top_k: int = typer.Option(20, help="Top-k sampling (0 disables)."),
@@ -116,16 +105,16 @@ def verify_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-step summary, only the progress bar."),
 ) -> None:
     """Verify each solution step by step and write one JSONL record per solution."""
-    if mode is not None and cascade is not None:
-        fail(f"--mode {mode.value} and --cascade {cascade}: give one (the cascade lists its modes)")
     try:
+        compute = compute_fields(
+            mode, stop_at_first_error=stop_at_first_error, cascade=cascade, cascade_band=cascade_band,
+            adaptive_n=adaptive_n, min_paths=min_paths, adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
+        )
         config = VerifyConfig(
-            n=n, mode=mode or Mode.FULL, paths=paths, threshold=threshold, stop_at_first_error=stop_at_first_error,
-            temperature=temperature, top_p=top_p, top_k=top_k, max_step_tokens=max_step_tokens,
-            max_code_rounds=max_code_rounds, first_turn=first_turn, assistant_header=assistant_header,
-            reward_temperature=reward_temperature, seed=seed, code_timeout_s=code_timeout,
-            cascade=cascade, cascade_band=cascade_band, adaptive_n=adaptive_n, min_paths=min_paths,
-            adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
+            n=n, paths=paths, threshold=threshold, temperature=temperature, top_p=top_p, top_k=top_k,
+            max_step_tokens=max_step_tokens, max_code_rounds=max_code_rounds, first_turn=first_turn,
+            assistant_header=assistant_header, reward_temperature=reward_temperature, seed=seed,
+            code_timeout_s=code_timeout, **compute,
         )
     except (ValueError, GenPRMError) as exc:
         fail(describe(exc))

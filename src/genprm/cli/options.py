@@ -31,7 +31,39 @@ ChatTemplateFile = Annotated[Path | None, typer.Option(help="A Jinja chat templa
 Concurrency = Annotated[
     int, typer.Option(help="Paths in flight at once across samples (for batching engines such as vLLM).")
 ]
-VerifierMode = Annotated[Mode, typer.Option(help="full: analysis+code+execution; analyze; code-no-exec; direct.")]
+VerifierMode = Annotated[
+    Mode | None,
+    typer.Option(help="full (default): analysis+code+execution; analyze; code-no-exec; direct. Not with --cascade."),
+]
+StopAtFirstError = Annotated[
+    bool,
+    typer.Option(
+        "--stop-at-first-error",
+        help="Stop a solution at its first wrong step (saves compute); paths of that step still running once "
+        "the error is certain are cancelled (first_error is unchanged).",
+    ),
+]
+Cascade = Annotated[
+    str | None,
+    typer.Option(
+        metavar="MODES",
+        help="Adaptive compute: comma-separated modes, cheapest first, e.g. direct,analyze,full. Each step "
+        "runs the first; while its reward is within --cascade-band of --threshold it runs again in the next. "
+        "Only the last may be full. Replaces --mode.",
+    ),
+]
+CascadeBand = Annotated[float, typer.Option(help="--cascade: a reward r with |r - threshold| < band is uncertain.")]
+AdaptiveN = Annotated[
+    bool,
+    typer.Option(
+        "--adaptive-n",
+        help="Sequential path sampling, --n at most: draw --min-paths paths, then --adaptive-batch more at a "
+        "time, until the mean reward is --adaptive-margin or more from --threshold.",
+    ),
+]
+MinPaths = Annotated[int, typer.Option(help="--adaptive-n: paths drawn before the first stopping check.")]
+AdaptiveBatch = Annotated[int, typer.Option(help="--adaptive-n: paths drawn per further round.")]
+AdaptiveMargin = Annotated[float, typer.Option(help="--adaptive-n: stop once |mean reward - threshold| reaches this.")]
 MaxStepTokens = Annotated[int, typer.Option(help="Generated-token budget per step and path.")]
 Temperature = Annotated[float, typer.Option(help="Sampling temperature.")]
 Seed = Annotated[int, typer.Option(help="Base random seed.")]
@@ -61,3 +93,24 @@ def engine_options(
 
 def read_template(path: Path | None) -> str | None:
     return path.read_text(encoding="utf-8") if path else None
+
+
+def compute_fields(
+    mode: Mode | None,
+    *,
+    stop_at_first_error: bool,
+    cascade: str | None,
+    cascade_band: float,
+    adaptive_n: bool,
+    min_paths: int,
+    adaptive_batch: int,
+    adaptive_margin: float,
+) -> dict[str, Any]:
+    """The :class:`VerifyConfig` fields of the mode and the compute-saving options."""
+    if mode is not None and cascade is not None:
+        raise ConfigError("--cascade", cascade, f"replaces --mode {mode.value}: give one (the cascade lists its modes)")
+    return {
+        "mode": mode or Mode.FULL, "stop_at_first_error": stop_at_first_error, "cascade": cascade,
+        "cascade_band": cascade_band, "adaptive_n": adaptive_n, "min_paths": min_paths,
+        "adaptive_batch": adaptive_batch, "adaptive_margin": adaptive_margin,
+    }

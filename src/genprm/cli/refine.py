@@ -12,16 +12,25 @@ from rich.table import Table
 
 from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater
 from genprm.cli.options import (
+    AdaptiveBatch,
+    AdaptiveMargin,
+    AdaptiveN,
     BaseUrl,
+    Cascade,
+    CascadeBand,
     ChatTemplateFile,
     Concurrency,
     EngineName,
+    MinPaths,
     Model,
     NCtx,
     RunDir,
     ServedModel,
+    StopAtFirstError,
     Threads,
     Tokenizer,
+    VerifierMode,
+    compute_fields,
     engine_options,
     read_template,
 )
@@ -32,7 +41,6 @@ from genprm.evaluation.refine import DEFAULT_INSTRUCTION, Refiner, RefineSetting
 from genprm.evaluation.refine_data import DEFAULT_DATA, load_problems
 from genprm.evaluation.refine_results import RESULT_FILE, RefineResults, evaluate_refine
 from genprm.evaluation.scoring import StoreScorer
-from genprm.protocol.prompts import Mode
 from genprm.store import RunStore
 from genprm.verifier import VerifyConfig
 
@@ -68,7 +76,14 @@ def refine_command(
     policy_temperature: Annotated[float, typer.Option(help="Policy sampling temperature.")] = 0.7,
     policy_top_p: Annotated[float, typer.Option(help="Policy nucleus sampling mass.")] = 0.8,
     policy_top_k: Annotated[int, typer.Option(help="Policy top-k (0 disables).")] = 20,
-    mode: Annotated[Mode, typer.Option(help="Verifier mode: full, analyze, code-no-exec, direct.")] = Mode.FULL,
+    mode: VerifierMode = None,
+    stop_at_first_error: StopAtFirstError = False,
+    cascade: Cascade = None,
+    cascade_band: CascadeBand = 0.2,
+    adaptive_n: AdaptiveN = False,
+    min_paths: MinPaths = 2,
+    adaptive_batch: AdaptiveBatch = 1,
+    adaptive_margin: AdaptiveMargin = 0.2,
     max_step_tokens: Annotated[int, typer.Option(help="Verifier's generated-token budget per step and path.")] = 2048,
     temperature: Annotated[float, typer.Option(help="Verifier sampling temperature.")] = 0.6,
     seed: Annotated[int, typer.Option(help="Base random seed (policy and verifier).")] = 0,
@@ -90,8 +105,12 @@ def refine_command(
             instruction=instruction, max_tokens=policy_max_tokens, temperature=policy_temperature,
             top_p=policy_top_p, top_k=policy_top_k, seed=seed,
         )
+        compute = compute_fields(
+            mode, stop_at_first_error=stop_at_first_error, cascade=cascade, cascade_band=cascade_band,
+            adaptive_n=adaptive_n, min_paths=min_paths, adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
+        )
         config = VerifyConfig(
-            n=n, mode=mode, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed
+            n=n, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed, **compute
         )
         problems = load_problems(data, limit)
         verifier_options = engine_options(

@@ -47,6 +47,20 @@ def print_processbench(console: Console, results: ProcessBenchResults) -> None:
             f"threshold sweep (Maj@{results.n}, from saved rewards): best Avg F1 {pct(best_f)} at {best_t:.2f}",
             highlight=False,
         )
+    if results.paths_dependent:
+        console.print(
+            "paths depend on each other here (adaptive options or early stopping): only the run's own "
+            f"Maj@{results.n} is reported, and the sweep only at thresholds the saved rewards decide exactly",
+            highlight=False,
+        )
+    if results.compute:
+        spent, fixed = results.compute["path_steps"], results.compute["path_steps_every_step"]
+        saved = f" ({1 - spent / fixed:.0%} saved)" if fixed else ""
+        console.print(
+            f"compute: {spent} path-steps of the {fixed} that N={results.n} paths on every step take{saved}, "
+            f"{results.compute['generated_tokens']:,} tokens generated",
+            highlight=False,
+        )
 
 
 def print_bon(console: Console, results: BonResults) -> None:

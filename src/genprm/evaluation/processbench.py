@@ -2,7 +2,7 @@
 
 ``evaluate_processbench`` scores what the store lacks, then computes every figure from saved
 rewards: Pass@1 (path 0) and Maj@k for every k <= N, per subset and Avg, a threshold sweep,
-and the critic baseline when asked. ``results_from_store`` recomputes the same without a model.
+and the critic baseline when asked. ``matrices_from_store`` reads saved rewards back without a model.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from genprm.evaluation.metrics import SubsetScore, average_f1, predicted_first_e
 from genprm.evaluation.scoring import RewardMatrix, StoreScorer, reward_matrix
 from genprm.io import SolutionInput, validate_record, write_json_atomic
 from genprm.store import RunStore
+from genprm.verifier.config import VerifyConfig
+from genprm.verifier.records import ComputeUsage
 
 SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
 DEFAULT_DATA = Path("../shared/data/processbench")
@@ -117,6 +119,10 @@ class ProcessBenchResults:
     """(threshold, Avg F1 at Maj@N) computed from the saved rewards."""
     samples: list[dict[str, Any]] = field(default_factory=list)
     critic_settings: str | None = None
+    paths_dependent: bool = False
+    """Adaptive options or early stopping: paths depend on each other, so only the run's own Maj@N."""
+    compute: dict[str, Any] | None = None
+    """With ``paths_dependent``: path-steps run against fixed N on the same steps, and tokens."""
 
     def average(self, method: str) -> float | None:
         return average_f1(list(self.rows[method].values()))
@@ -133,14 +139,37 @@ class ProcessBenchResults:
             "rows": {m: {s: asdict(v) for s, v in per.items()} for m, per in self.rows.items()},
             "average": {m: self.average(m) for m in self.rows},
             "sweep": [{"threshold": t, "f1_avg": f} for t, f in self.sweep],
+            "paths_dependent": self.paths_dependent,
+            "compute": self.compute,
             "published": [asdict(p) for p in PUBLISHED],
             "samples": self.samples,
         }
 
 
-def methods(n: int) -> list[tuple[str, int]]:
-    """Pass@1 is path 0 alone; Maj@k averages paths 0..k-1."""
+def methods(n: int, *, paths_dependent: bool = False) -> list[tuple[str, int]]:
+    """Pass@1 is path 0 alone; Maj@k averages paths 0..k-1.
+
+    When paths depend on each other (adaptive options, early stopping) the first k paths are not a
+    run with k paths, so only the run's own figure is a method: the mean of the paths it ran.
+    """
+    if paths_dependent:
+        return [("Pass@1", 1)] if n <= 1 else [(f"Maj@{n}", n)]
     return [("Pass@1", 1)] + [(f"Maj@{k}", k) for k in range(2, n + 1)]
+
+
+def sweep_thresholds(threshold: float, step: float, *, config: VerifyConfig | None = None) -> list[float]:
+    """Thresholds at which saved rewards give exact figures.
+
+    Fixed N: all of them. Early stopping: those at or above the run's (a solution stopped at its
+    first error below ``threshold`` has its first error below any higher one on the steps it ran).
+    Adaptive options: none (how many paths and which mode ran depended on the run's threshold).
+    """
+    grid = [round(i * step, 4) for i in range(1, round(1 / step))]
+    if config is None or not (config.adaptive or config.stop_at_first_error):
+        return grid
+    if config.adaptive:
+        return []
+    return [t for t in grid if t >= threshold]
 
 
 def compute_results(
@@ -154,22 +183,27 @@ def compute_results(
     critic: dict[str, int | None] | None = None,
     critic_settings: str | None = None,
     sweep_step: float = 0.05,
+    config: VerifyConfig | None = None,
+    compute: dict[str, Any] | None = None,
 ) -> ProcessBenchResults:
-    """All figures from saved rewards: ``matrices[sample key]`` is ``[step][path]``."""
+    """All figures from saved rewards: ``matrices[sample key]`` is ``[step][path]``.
+
+    ``config`` (the verifier's) says whether paths depend on each other, which limits the methods
+    and the sweep to what the saved rewards determine exactly.
+    """
+    dependent = config is not None and (config.adaptive or config.stop_at_first_error)
+    chosen = methods(n, paths_dependent=dependent)
     subsets = list(dict.fromkeys(s.subset for s in samples))
     rows: dict[str, dict[str, SubsetScore]] = {}
 
     def maj(k: int, t: float) -> dict[str, SubsetScore]:
         return _score_by_subset(samples, subsets, lambda s: predicted_first_error(matrices[s.item.key], k, t))
 
-    for name, k in methods(n):
+    for name, k in chosen:
         rows[name] = maj(k, threshold)
     if critic is not None:
         rows["Critic"] = _score_by_subset(samples, subsets, lambda s: critic.get(s.item.key))
-    sweep = []
-    for i in range(1, round(1 / sweep_step)):
-        t = round(i * sweep_step, 4)
-        sweep.append((t, average_f1(list(maj(n, t).values()))))
+    sweep = [(t, average_f1(list(maj(n, t).values()))) for t in sweep_thresholds(threshold, sweep_step, config=config)]
     per_sample = [
         {
             "key": s.item.key,
@@ -177,12 +211,14 @@ def compute_results(
             "subset": s.subset,
             "label": s.label,
             "steps": len(s.item.steps),
-            "predictions": {name: predicted_first_error(matrices[s.item.key], k, threshold) for name, k in methods(n)},
+            "predictions": {name: predicted_first_error(matrices[s.item.key], k, threshold) for name, k in chosen},
             **({"critic": critic.get(s.item.key)} if critic is not None else {}),
         }
         for s in samples
     ]
-    return ProcessBenchResults(model, n, threshold, settings, subsets, rows, sweep, per_sample, critic_settings)
+    return ProcessBenchResults(
+        model, n, threshold, settings, subsets, rows, sweep, per_sample, critic_settings, dependent, compute
+    )
 
 
 def _score_by_subset(
@@ -217,9 +253,21 @@ def evaluate_processbench(
     results = compute_results(
         samples, matrices, model=scorer.engine.model_id, n=n, threshold=scorer.config.threshold,
         settings=scorer.settings, critic=predictions, critic_settings=critic.key if critic else None,
+        config=scorer.config, compute=_compute_figures(scorer.compute(items), n * sum(len(i.steps) for i in items)),
     )
     write_results(scorer.store, results)
     return results
+
+
+def _compute_figures(usage: ComputeUsage | None, every_step: int) -> dict[str, Any] | None:
+    """Path-steps run against fixed N on the steps verified and on every step (early stopping skips some)."""
+    if usage is None:
+        return None
+    return {
+        "path_steps": usage.path_steps, "path_steps_fixed": usage.path_steps_fixed,
+        "path_steps_every_step": every_step, "generated_tokens": usage.generated_tokens,
+        "cancelled_paths": usage.cancelled_paths,
+    }
 
 
 def write_results(store: RunStore, results: ProcessBenchResults) -> Path:

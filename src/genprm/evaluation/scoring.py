@@ -15,9 +15,12 @@ from genprm.engines.base import Engine
 from genprm.io import SolutionInput
 from genprm.store import RunStore
 from genprm.verifier.config import VerifyConfig
-from genprm.verifier.records import SolutionResult
+from genprm.verifier.records import ComputeUsage, SolutionResult
 from genprm.verifier.scheduler import Scheduler
 from genprm.verifier.solution import SolutionVerifier
+
+COMPUTE_KIND = "compute"
+"""Store items holding each sample's :class:`ComputeUsage` (kept beside its paths)."""
 
 RewardMatrix = list[list[float | None]]
 """``matrix[step][path]``: a path's reward at a step; ``None`` when unreadable or not computed."""
@@ -73,11 +76,21 @@ class StoreScorer:
         self.verifier = SolutionVerifier(engine, config, chat_template=chat_template)
         # Only settings that differ from the defaults shape the key, so adding a new option (at its
         # default) to VerifyConfig keeps existing stores valid.
-        self.settings = store.register_settings(engine.model_id, config.model_dump(mode="json", exclude_defaults=True))
+        # With adaptive options or early stopping a path's work depends on the others: the sample's
+        # paths are then computed, stored and reused together, and N is part of the key.
+        self.dependent = config.adaptive or config.stop_at_first_error
+        self.settings = store.register_settings(
+            engine.model_id, config.model_dump(mode="json", exclude_defaults=True), independent_paths=not self.dependent
+        )
 
     def missing(self, item: SolutionInput) -> list[int]:
         have = self.store.path_indices(item.key, self.settings)
+        if self.dependent:  # stored in one transaction: any path means the whole sample
+            return [] if have else list(range(self.config.n))
         return [j for j in range(self.config.n) if j not in have]
+
+    def _path_ids(self, wanted: list[int]) -> list[int] | None:
+        return None if self.dependent else wanted
 
     def score(
         self, items: Sequence[SolutionInput], on_progress: Callable[[ScoringProgress], None] | None = None
@@ -90,6 +103,8 @@ class StoreScorer:
 
         def finished(result: SolutionResult) -> None:
             nonlocal done
+            if self.dependent:  # before the paths: a sample with paths always has its compute
+                self.store.put_item(COMPUTE_KIND, result.key, self.settings, asdict(result.compute))
             self.store.put_paths(result.key, result.record, self.settings, trajectories(result))
             done += 1
             if on_progress:
@@ -101,15 +116,28 @@ class StoreScorer:
             for item in todo:
                 finished(
                     self.verifier.verify(
-                        item.problem, item.steps, record=item.record, key=item.key, path_ids=wanted[item.key]
+                        item.problem, item.steps, record=item.record, key=item.key,
+                        path_ids=self._path_ids(wanted[item.key]),
                     )
                 )
             return
         scheduler = Scheduler(self.verifier, concurrency=self.concurrency)
         try:
-            scheduler.run(todo, finished, path_ids_of=lambda item: wanted[item.key])
+            scheduler.run(todo, finished, path_ids_of=lambda item: self._path_ids(wanted[item.key]))
         finally:
             scheduler.close()
+
+    def compute(self, items: Sequence[SolutionInput]) -> ComputeUsage | None:
+        """Compute spent on ``items`` (adaptive or early-stopping settings; ``None`` otherwise or if any lacks it)."""
+        if not self.dependent:
+            return None
+        total = ComputeUsage()
+        for item in items:
+            value = self.store.item(COMPUTE_KIND, item.key, self.settings)
+            if not isinstance(value, dict):
+                return None
+            total.merge(ComputeUsage.from_dict(value))
+        return total
 
     def matrix(self, item: SolutionInput, n: int | None = None) -> RewardMatrix:
         k = n or self.config.n

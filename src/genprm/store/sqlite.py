@@ -81,10 +81,16 @@ class RunStore:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def register_settings(self, model: str, config: dict[str, Any]) -> str:
-        """Record a settings combination; returns its key."""
-        key = settings_key(model, config)
-        shaping = {k: v for k, v in config.items() if k not in _PATH_INDEPENDENT}
+    def register_settings(self, model: str, config: dict[str, Any], *, independent_paths: bool = True) -> str:
+        """Record a settings combination; returns its key.
+
+        With ``independent_paths`` a path's result does not depend on how many paths run, so ``n``
+        stays out of the key (a run with more paths extends the stored ones). Otherwise (adaptive
+        options, early stopping) it is part of the key.
+        """
+        ignore = _PATH_INDEPENDENT if independent_paths else ()
+        key = settings_key(model, config, ignore=ignore)
+        shaping = {k: v for k, v in config.items() if k not in ignore}
         with self._lock:
             self._db.execute(
                 "INSERT OR IGNORE INTO settings(key, model, config) VALUES (?, ?, ?)", (key, model, _dumps(shaping))

@@ -126,6 +126,15 @@ class ComputeUsage:
     def path_steps_saved(self) -> int:
         return self.path_steps_fixed - self.path_steps
 
+    @classmethod
+    def from_dict(cls, value: dict[str, Any]) -> ComputeUsage:
+        """Read back ``dataclasses.asdict`` of one (as a run store keeps it)."""
+        usage = cls(path_steps_fixed=int(value.get("path_steps_fixed", 0)),
+                    cancelled_paths=int(value.get("cancelled_paths", 0)))
+        for mode, spent in (value.get("by_mode") or {}).items():
+            usage._count(mode, int(spent.get("path_steps", 0)), int(spent.get("generated_tokens", 0)))
+        return usage
+
 
 @dataclass
 class SolutionResult:
