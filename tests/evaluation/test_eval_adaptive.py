@@ -1,8 +1,9 @@
-"""Evaluation with adaptive options or early stopping: a sample's paths depend on each other.
+"""Evaluation with adaptive options or early stopping, and figures read from the store alone.
 
-They are then computed, stored and reused together (N in the store key), only the run's own Maj@N
-is reported, and the threshold sweep keeps only thresholds the saved rewards decide exactly.
-Driven by the scripted engine: a step containing WRONG is judged No by every path.
+With adaptive options a sample's paths depend on each other: they are computed, stored and reused
+together (N in the store key), only the run's own Maj@N is reported, and the threshold sweep keeps
+only thresholds the saved rewards decide exactly. ``--stored-only`` reports on what a run holds so
+far. Driven by the scripted engine: a step containing WRONG is judged No by every path.
 """
 
 from __future__ import annotations
@@ -114,3 +115,28 @@ def test_every_evaluation_command_has_the_options(command):
     result = CliRunner().invoke(app, [*command, "--help"], terminal_width=200)
     for option in ("--stop-at-first-error", "--cascade", "--adaptive-n", "--min-paths", "--concurrency", "--engine"):
         assert option in result.output
+
+
+def test_stored_only_figures_rest_on_the_samples_the_store_holds(tmp_path):
+    from genprm.evaluation.critic import CriticSettings
+    from genprm.evaluation.processbench import stored_figures
+
+    samples = _data(tmp_path / "data")
+    config = _config(n=2)
+    with RunStore(tmp_path / "run") as store:
+        StoreScorer(store, _engine(), config).score([samples[0].item])  # a run stopped after its first sample
+        figures = stored_figures(store, samples, config, "scripted", critic=CriticSettings())
+        assert (figures.stored, figures.total, figures.critic_missing) == (1, 2, 1)
+        assert list(figures.results.rows) == ["Pass@1", "Maj@2"]  # no critic row: not judged yet
+        assert figures.results.rows["Maj@2"]["gsm8k"].n_error == 1 and figures.results.rows["Maj@2"]["gsm8k"].n_correct == 0
+        assert stored_figures(store, samples, _config(n=3), "scripted").stored == 0  # path 2 not stored
+
+    base = ["eval", "processbench", "--data", str(tmp_path / "data"), "--subsets", "gsm8k", "--engine", "scripted",
+            "--model", "scripted", "--mode", "analyze", "--max-step-tokens", "200", "--stored-only"]
+    shown = CliRunner().invoke(app, [*base, "--run", str(tmp_path / "run"), "--n", "2"])
+    assert shown.exit_code == 0, shown.output
+    assert "1 of 2 samples have every path; nothing computed" in " ".join(shown.output.split())
+    other = CliRunner().invoke(app, [*base, "--run", str(tmp_path / "run"), "--n", "2", "--temperature", "0.9"])
+    assert other.exit_code == 2 and "no results with these settings" in other.output
+    empty = CliRunner().invoke(app, [*base, "--run", str(tmp_path / "nothing")])
+    assert empty.exit_code == 2 and "holds no store yet" in empty.output and not (tmp_path / "nothing").exists()

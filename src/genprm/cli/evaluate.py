@@ -36,12 +36,20 @@ from genprm.cli.options import (
 )
 from genprm.cli.tables import print_bon, print_processbench
 from genprm.engines import load_engine
+from genprm.errors import ConfigError
 from genprm.evaluation import bon as bon_eval
 from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.critic import Critic, CriticSettings
-from genprm.evaluation.processbench import DEFAULT_DATA, SUBSETS, evaluate_processbench, load_processbench
-from genprm.evaluation.scoring import StoreScorer
-from genprm.store import RunStore
+from genprm.evaluation.processbench import (
+    DEFAULT_DATA,
+    SUBSETS,
+    ProcessBenchSample,
+    evaluate_processbench,
+    load_processbench,
+    stored_figures,
+)
+from genprm.evaluation.scoring import StoreScorer, stored_model
+from genprm.store import STORE_FILE, RunStore
 from genprm.verifier import VerifyConfig
 
 eval_app = typer.Typer(help="Benchmarks as the paper reports them; runs resume from their --run folder.",
@@ -64,6 +72,11 @@ def processbench_command(
         bool, typer.Option(help="Also run the ProcessBench critic baseline with the same model.")
     ] = False,
     critic_max_tokens: Annotated[int, typer.Option(help="Token budget of one critic answer.")] = 2048,
+    stored_only: Annotated[
+        bool,
+        typer.Option(help="Compute nothing and load no model: figures over the samples already in --run with these "
+                     "settings (to watch a long run from another terminal, or read a stopped one)."),
+    ] = False,
     mode: VerifierMode = None,
     stop_at_first_error: StopAtFirstError = False,
     cascade: Cascade = None,
@@ -98,6 +111,9 @@ def processbench_command(
         options = engine_options(
             engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
         )
+        if stored_only:
+            _print_stored(run, samples, config, model, CriticSettings(max_tokens=critic_max_tokens) if critic else None)
+            return
         template = read_template(chat_template)
         err.print(f"{len(samples)} samples; results in {run}/", highlight=False)
         with RunStore(run) as store, load_engine(engine, model, **options) as llm, phase_bar() as bar:
@@ -108,6 +124,20 @@ def processbench_command(
             results = evaluate_processbench(samples, scorer, critic=judge, on_progress=phase_updater(bar))
         print_processbench(err, results)
         err.print(f"figures saved to {run / 'processbench.json'}", highlight=False)
+
+
+def _print_stored(
+    run: Path, samples: list[ProcessBenchSample], config: VerifyConfig, model: str, critic: CriticSettings | None
+) -> None:
+    if not (run / STORE_FILE).is_file() and not run.is_file():
+        raise ConfigError("--run", str(run), "holds no store yet")
+    with RunStore(run) as store:
+        figures = stored_figures(store, samples, config, stored_model(store, config, model), critic=critic)
+    print_processbench(err, figures.results)
+    note = f"from the store alone: {figures.stored} of {figures.total} samples have every path; nothing computed"
+    if critic is not None and figures.critic_missing:
+        note += f"; critic row left out ({figures.critic_missing} of them not judged yet)"
+    err.print(note, highlight=False)
 
 
 @eval_app.command("bon")

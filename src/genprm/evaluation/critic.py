@@ -56,11 +56,19 @@ class Critic:
 
     kind = "critic"
 
-    def __init__(self, store: RunStore, chat: ChatModel, settings: CriticSettings | None = None) -> None:
+    def __init__(
+        self, store: RunStore, chat: ChatModel | None, settings: CriticSettings | None = None, *,
+        model_id: str | None = None,
+    ) -> None:
+        """``chat`` runs the critic; without it (``model_id`` given) the critic only reads stored judgements."""
+        if model_id is None:
+            if chat is None:
+                raise ValueError("give the chat model, or the model id to read stored judgements of")
+            model_id = chat.engine.model_id
         self.store = store
         self.chat = chat
         self.settings = settings or CriticSettings()
-        self.key = settings_key(chat.engine.model_id, self.settings.as_dict())
+        self.key = settings_key(model_id, self.settings.as_dict())
 
     def judged(self, item: SolutionInput) -> dict[str, object] | None:
         value = self.store.item(self.kind, item.key, self.key)
@@ -71,14 +79,19 @@ class Critic:
         done = len(items) - len(todo)
         if on_progress:
             on_progress(done, len(items))
+        if not todo:
+            return
+        chat = self.chat
+        if chat is None:
+            raise ValueError("this critic only reads stored judgements (no chat model)")
         params = SamplingParams(
             max_tokens=self.settings.max_tokens, temperature=self.settings.temperature, seed=self.settings.seed
         )
-        chunk = max(1, self.chat.engine.max_batch)
+        chunk = max(1, chat.engine.max_batch)
         for start in range(0, len(todo), chunk):
             batch = todo[start : start + chunk]
             conversations = [[{"role": "user", "content": critique_prompt(i.problem, i.steps)}] for i in batch]
-            for item, reply in zip(batch, self.chat.complete(conversations, params)):
+            for item, reply in zip(batch, chat.complete(conversations, params)):
                 value = {"prediction": parse_critic_answer(reply), "text": reply}
                 self.store.put_item(self.kind, item.key, self.key, value, record=item.record)
                 done += 1

@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from genprm.errors import InputError
-from genprm.evaluation.critic import Critic
+from genprm.evaluation.critic import Critic, CriticSettings
 from genprm.evaluation.metrics import SubsetScore, average_f1, predicted_first_error, processbench_score
-from genprm.evaluation.scoring import RewardMatrix, StoreScorer, reward_matrix
+from genprm.evaluation.scoring import (
+    RewardMatrix,
+    StoreScorer,
+    complete,
+    key_fields,
+    path_settings_key,
+    reward_matrix,
+    stored_compute,
+)
 from genprm.io import SolutionInput, validate_record, write_json_atomic
 from genprm.store import RunStore
 from genprm.verifier.config import VerifyConfig
@@ -257,6 +265,47 @@ def evaluate_processbench(
     )
     write_results(scorer.store, results)
     return results
+
+
+@dataclass(frozen=True)
+class StoredFigures:
+    """Figures over the samples a run has stored so far (nothing computed, no model loaded)."""
+
+    results: ProcessBenchResults
+    stored: int
+    """Samples with every path the settings ask for (the figures rest on these)."""
+    total: int
+    critic_missing: int
+    """Stored samples without a critic judgement (the critic row is left out unless this is 0)."""
+
+
+def stored_figures(
+    store: RunStore,
+    samples: Sequence[ProcessBenchSample],
+    config: VerifyConfig,
+    model_id: str,
+    *,
+    critic: CriticSettings | None = None,
+) -> StoredFigures:
+    """The figures of ``evaluate_processbench`` from what the store holds: for watching a long run
+    (SQLite lets a reader in beside the writer) or reading one that was stopped.
+    """
+    key = path_settings_key(model_id, config)
+    ready = [s for s in samples if complete(store, s.item, key, config)]
+    predictions, missing = None, 0
+    reader = Critic(store, None, critic, model_id=model_id) if critic is not None else None
+    if reader is not None:
+        judged = {s.item.key: reader.prediction(s.item) for s in ready if reader.judged(s.item) is not None}
+        missing = len(ready) - len(judged)
+        predictions = judged if missing == 0 else None
+    usage = stored_compute(store, [s.item for s in ready], key) if not key_fields(config)[1] else None
+    results = compute_results(
+        ready, matrices_from_store(store, ready, key, config.n), model=model_id, n=config.n,
+        threshold=config.threshold, settings=key, critic=predictions,
+        critic_settings=reader.key if reader else None, config=config,
+        compute=_compute_figures(usage, config.n * sum(len(s.item.steps) for s in ready)),
+    )
+    return StoredFigures(results, len(ready), len(samples), missing)
 
 
 def _compute_figures(usage: ComputeUsage | None, every_step: int) -> dict[str, Any] | None:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from genprm.engines.base import Engine
+from genprm.errors import ConfigError
 from genprm.io import SolutionInput
-from genprm.store import RunStore
+from genprm.store import RunStore, settings_key
 from genprm.verifier.config import VerifyConfig
 from genprm.verifier.records import ComputeUsage, SolutionResult
 from genprm.verifier.scheduler import Scheduler
@@ -55,6 +57,65 @@ def reward_matrix(paths: dict[int, list[dict[str, Any]]], n_steps: int, n: int) 
     return matrix
 
 
+def key_fields(config: VerifyConfig) -> tuple[dict[str, Any], bool]:
+    """The settings that shape the store key (those differing from the defaults, so that a new option
+    at its default keeps existing stores valid), and whether paths are independent of each other.
+
+    With adaptive options or early stopping a path's work depends on the others: the sample's paths
+    are then computed, stored and reused together, and N is part of the key.
+    """
+    dependent = config.adaptive or config.stop_at_first_error
+    return config.model_dump(mode="json", exclude_defaults=True), not dependent
+
+
+def path_settings_key(model_id: str, config: VerifyConfig) -> str:
+    """The key a :class:`StoreScorer` of ``model_id`` and ``config`` stores paths under."""
+    fields, independent = key_fields(config)
+    return settings_key(model_id, fields, ignore=("n",) if independent else ())
+
+
+def stored_models(store: RunStore, config: VerifyConfig) -> list[str]:
+    """Models (engine model ids) with results in ``store`` under ``config``'s settings."""
+    registered = store.settings()
+    return sorted({model for model, _ in registered.values() if path_settings_key(model, config) in registered})
+
+
+def stored_model(store: RunStore, config: VerifyConfig, hint: str) -> str:
+    """The model whose results under ``config`` a run holds: the only one, or the one ``hint`` names
+    (a model id, a path, or a built-in name without ``.gguf``).
+    """
+    models = stored_models(store, config)
+    if len(models) == 1:
+        return models[0]
+    if not models:
+        raise ConfigError("--run", str(store.run_dir), "holds no results with these settings (give the run's own "
+                          "--mode, --max-step-tokens, --temperature, --seed and adaptive options)")
+    named = Path(hint)
+    matching = [m for m in models if m == hint or Path(m).name == named.name or Path(m).stem == named.name]
+    if len(matching) == 1:
+        return matching[0]
+    raise ConfigError("--model", hint, f"the run holds results of {', '.join(models)} with these settings: name one")
+
+
+def complete(store: RunStore, item: SolutionInput, key: str, config: VerifyConfig) -> bool:
+    """Whether every path ``config`` asks for is stored (any, when the paths are stored together)."""
+    have = store.path_indices(item.key, key)
+    if not key_fields(config)[1]:
+        return bool(have)
+    return all(j in have for j in range(config.n))
+
+
+def stored_compute(store: RunStore, items: Sequence[SolutionInput], key: str) -> ComputeUsage | None:
+    """Compute spent on ``items`` as stored beside their paths; ``None`` if any lacks the record."""
+    total = ComputeUsage()
+    for item in items:
+        value = store.item(COMPUTE_KIND, item.key, key)
+        if not isinstance(value, dict):
+            return None
+        total.merge(ComputeUsage.from_dict(value))
+    return total
+
+
 class StoreScorer:
     """Runs the verifier over samples, keeping every path in the store; re-runs reuse them."""
 
@@ -74,19 +135,14 @@ class StoreScorer:
         self.config = config
         self.concurrency = concurrency
         self.verifier = SolutionVerifier(engine, config, chat_template=chat_template)
-        # Only settings that differ from the defaults shape the key, so adding a new option (at its
-        # default) to VerifyConfig keeps existing stores valid.
-        # With adaptive options or early stopping a path's work depends on the others: the sample's
-        # paths are then computed, stored and reused together, and N is part of the key.
-        self.dependent = config.adaptive or config.stop_at_first_error
-        self.settings = store.register_settings(
-            engine.model_id, config.model_dump(mode="json", exclude_defaults=True), independent_paths=not self.dependent
-        )
+        fields, independent = key_fields(config)
+        self.dependent = not independent
+        self.settings = store.register_settings(engine.model_id, fields, independent_paths=independent)
 
     def missing(self, item: SolutionInput) -> list[int]:
-        have = self.store.path_indices(item.key, self.settings)
         if self.dependent:  # stored in one transaction: any path means the whole sample
-            return [] if have else list(range(self.config.n))
+            return [] if complete(self.store, item, self.settings, self.config) else list(range(self.config.n))
+        have = self.store.path_indices(item.key, self.settings)
         return [j for j in range(self.config.n) if j not in have]
 
     def _path_ids(self, wanted: list[int]) -> list[int] | None:
@@ -129,15 +185,7 @@ class StoreScorer:
 
     def compute(self, items: Sequence[SolutionInput]) -> ComputeUsage | None:
         """Compute spent on ``items`` (adaptive or early-stopping settings; ``None`` otherwise or if any lacks it)."""
-        if not self.dependent:
-            return None
-        total = ComputeUsage()
-        for item in items:
-            value = self.store.item(COMPUTE_KIND, item.key, self.settings)
-            if not isinstance(value, dict):
-                return None
-            total.merge(ComputeUsage.from_dict(value))
-        return total
+        return stored_compute(self.store, items, self.settings) if self.dependent else None
 
     def matrix(self, item: SolutionInput, n: int | None = None) -> RewardMatrix:
         k = n or self.config.n
