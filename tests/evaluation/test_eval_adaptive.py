@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from genprm.cli.main import app
 from genprm.engines.scripted import ScriptedEngine
+from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.processbench import compute_results, evaluate_processbench, load_processbench
 from genprm.evaluation.scoring import StoreScorer
 from genprm.store import RunStore
@@ -51,7 +52,7 @@ def test_early_stopping_stores_the_sample_whole_and_reports_only_its_own_maj(tmp
     samples = _data(tmp_path / "data")
     with RunStore(tmp_path / "run") as store:
         scorer = StoreScorer(store, _engine(), _config(n=2, stop_at_first_error=True))
-        results = evaluate_processbench(samples, scorer)
+        results = evaluate_processbench(samples, scorer).results
         erroneous = samples[0].item
         assert [len(steps) for steps in store.paths(erroneous.key, scorer.settings).values()] == [2, 2]
         assert list(results.rows) == ["Maj@2"]
@@ -80,7 +81,7 @@ def test_adaptive_sampling_stores_the_paths_it_drew(tmp_path):
     config = _config(n=4, adaptive_n=True, min_paths=2)
     with RunStore(tmp_path / "run") as store:
         scorer = StoreScorer(store, _engine(), config)
-        results = evaluate_processbench(samples, scorer)
+        results = evaluate_processbench(samples, scorer).results
         paths = store.paths(samples[1].item.key, scorer.settings)
         assert sorted(paths) == [0, 1]  # two agreeing paths are decisive: 2 of 4 drawn
         assert scorer.missing(samples[1].item) == []
@@ -135,8 +136,39 @@ def test_stored_only_figures_rest_on_the_samples_the_store_holds(tmp_path):
             "--model", "scripted", "--mode", "analyze", "--max-step-tokens", "200", "--stored-only"]
     shown = CliRunner().invoke(app, [*base, "--run", str(tmp_path / "run"), "--n", "2"])
     assert shown.exit_code == 0, shown.output
-    assert "1 of 2 samples have every path; nothing computed" in " ".join(shown.output.split())
+    assert "1 of 2 samples have every path (from the store alone; nothing computed)" in " ".join(shown.output.split())
     other = CliRunner().invoke(app, [*base, "--run", str(tmp_path / "run"), "--n", "2", "--temperature", "0.9"])
     assert other.exit_code == 2 and "no results with these settings" in other.output
     empty = CliRunner().invoke(app, [*base, "--run", str(tmp_path / "nothing")])
     assert empty.exit_code == 2 and "holds no store yet" in empty.output and not (tmp_path / "nothing").exists()
+
+
+def test_shards_split_the_samples_and_the_last_one_writes_the_figures(tmp_path):
+    from genprm.evaluation.critic import Critic, CriticSettings
+    from genprm.evaluation.processbench import Shard
+
+    samples = _data(tmp_path / "data")
+    assert [s.id for s in Shard(1, 2).pick(samples)] == ["e"] and [s.id for s in Shard(2, 2).pick(samples)] == ["c"]
+    config = _config(n=2)
+    with RunStore(tmp_path / "run") as store:
+        first = _engine()
+        critic = Critic(store, ChatModel(first), CriticSettings(max_tokens=50))
+        one = evaluate_processbench(samples, StoreScorer(store, first, config), critic=critic, shard=Shard(1, 2))
+        assert (one.stored, one.total, one.complete) == (1, 2, False)
+        assert not (tmp_path / "run" / "processbench.json").exists()
+        second = _engine()
+        critic = Critic(store, ChatModel(second), CriticSettings(max_tokens=50))
+        two = evaluate_processbench(samples, StoreScorer(store, second, config), critic=critic, shard=Shard(2, 2))
+        assert two.complete and "Critic" in two.results.rows
+        assert {p for p, _ in second.calls} and all("p0" not in p for p, _ in second.calls)  # only shard 2's sample
+    saved = json.loads((tmp_path / "run" / "processbench.json").read_text())
+    assert saved["rows"]["Maj@2"]["gsm8k"]["n_error"] == 1 and saved["rows"]["Maj@2"]["gsm8k"]["n_correct"] == 1
+
+
+@pytest.mark.parametrize("text", ["3/2", "0/2", "a/b", "2"])
+def test_bad_shards_are_clear_errors(text):
+    from genprm.errors import ConfigError
+    from genprm.evaluation.processbench import Shard
+
+    with pytest.raises(ConfigError, match="--shard"):
+        Shard.parse(text)

@@ -44,6 +44,8 @@ from genprm.evaluation.processbench import (
     DEFAULT_DATA,
     SUBSETS,
     ProcessBenchSample,
+    Shard,
+    StoredFigures,
     evaluate_processbench,
     load_processbench,
     stored_figures,
@@ -72,6 +74,11 @@ def processbench_command(
         bool, typer.Option(help="Also run the ProcessBench critic baseline with the same model.")
     ] = False,
     critic_max_tokens: Annotated[int, typer.Option(help="Token budget of one critic answer.")] = 2048,
+    shard: Annotated[
+        str | None,
+        typer.Option(metavar="I/K", help="Score only every K-th sample from the I-th (1-based): K processes "
+                     "with the same --run split the work; the last to finish writes the figures."),
+    ] = None,
     stored_only: Annotated[
         bool,
         typer.Option(help="Compute nothing and load no model: figures over the samples already in --run with these "
@@ -114,16 +121,22 @@ def processbench_command(
         if stored_only:
             _print_stored(run, samples, config, model, CriticSettings(max_tokens=critic_max_tokens) if critic else None)
             return
+        part = Shard.parse(shard) if shard else None
         template = read_template(chat_template)
-        err.print(f"{len(samples)} samples; results in {run}/", highlight=False)
+        mine = f" (shard {part.index}/{part.count}: {len(part.pick(samples))} of them)" if part else ""
+        err.print(f"{len(samples)} samples{mine}; results in {run}/", highlight=False)
         with RunStore(run) as store, load_engine(engine, model, **options) as llm, phase_bar() as bar:
             scorer = StoreScorer(store, llm, config, chat_template=template, concurrency=concurrency)
             judge = None
             if critic:
                 judge = Critic(store, ChatModel(llm, template), CriticSettings(max_tokens=critic_max_tokens))
-            results = evaluate_processbench(samples, scorer, critic=judge, on_progress=phase_updater(bar))
-        print_processbench(err, results)
-        err.print(f"figures saved to {run / 'processbench.json'}", highlight=False)
+            figures = evaluate_processbench(samples, scorer, critic=judge, on_progress=phase_updater(bar), shard=part)
+        if figures.complete:
+            print_processbench(err, figures.results)
+            err.print(f"figures saved to {run / 'processbench.json'}", highlight=False)
+        else:
+            _print_partial(figures, "this shard is done; the other shards' samples are not all stored yet, so "
+                           "processbench.json is written by the shard that finishes last")
 
 
 def _print_stored(
@@ -133,9 +146,13 @@ def _print_stored(
         raise ConfigError("--run", str(run), "holds no store yet")
     with RunStore(run) as store:
         figures = stored_figures(store, samples, config, stored_model(store, config, model), critic=critic)
+    _print_partial(figures, "from the store alone; nothing computed")
+
+
+def _print_partial(figures: StoredFigures, why: str) -> None:
     print_processbench(err, figures.results)
-    note = f"from the store alone: {figures.stored} of {figures.total} samples have every path; nothing computed"
-    if critic is not None and figures.critic_missing:
+    note = f"{figures.stored} of {figures.total} samples have every path ({why})"
+    if figures.critic_missing:
         note += f"; critic row left out ({figures.critic_missing} of them not judged yet)"
     err.print(note, highlight=False)
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genprm.errors import InputError
+from genprm.errors import ConfigError, InputError
 from genprm.evaluation.critic import Critic, CriticSettings
 from genprm.evaluation.metrics import SubsetScore, average_f1, predicted_first_error, processbench_score
 from genprm.evaluation.scoring import (
@@ -239,32 +239,55 @@ def _score_by_subset(
     return scores
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` (1-based) of ``count``: every count-th sample, so processes sharing one run
+    folder (one per GPU, or per core on a CPU) split a benchmark between them.
+    """
+
+    index: int
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``"I/K"``, as ``--shard`` spells it."""
+        left, _, right = text.partition("/")
+        try:
+            shard = cls(int(left), int(right))
+        except ValueError:
+            raise ConfigError("--shard", text, "write it as I/K, e.g. 1/2") from None
+        if not 1 <= shard.index <= shard.count:
+            raise ConfigError("--shard", text, "needs 1 <= I <= K")
+        return shard
+
+    def pick(self, samples: Sequence[ProcessBenchSample]) -> list[ProcessBenchSample]:
+        return list(samples[self.index - 1 :: self.count])
+
+
 def evaluate_processbench(
     samples: Sequence[ProcessBenchSample],
     scorer: StoreScorer,
     *,
     critic: Critic | None = None,
     on_progress: Callable[[str, int, int], None] | None = None,
-) -> ProcessBenchResults:
+    shard: Shard | None = None,
+) -> StoredFigures:
     """Score what the store lacks (verifier, then the critic if given) and compute every figure.
 
-    ``on_progress(phase, done, total)`` hears "verify" and "critic" progress.
+    With ``shard`` only that part of ``samples`` is scored; the figures cover every sample once the
+    store holds them all (the shard that finishes last writes ``processbench.json``), and the samples
+    stored so far before that. ``on_progress(phase, done, total)`` hears "verify" and "critic".
     """
-    items = [s.item for s in samples]
+    items = [s.item for s in (shard.pick(samples) if shard else samples)]
     scorer.score(items, lambda p: on_progress("verify", p.done, p.total) if on_progress else None)
-    predictions = None
     if critic is not None:
         critic.run(items, lambda done, total: on_progress("critic", done, total) if on_progress else None)
-        predictions = {item.key: critic.prediction(item) for item in items}
-    n = scorer.config.n
-    matrices = {item.key: scorer.matrix(item, n) for item in items}
-    results = compute_results(
-        samples, matrices, model=scorer.engine.model_id, n=n, threshold=scorer.config.threshold,
-        settings=scorer.settings, critic=predictions, critic_settings=critic.key if critic else None,
-        config=scorer.config, compute=_compute_figures(scorer.compute(items), n * sum(len(i.steps) for i in items)),
+    figures = stored_figures(
+        scorer.store, samples, scorer.config, scorer.engine.model_id, critic=critic.settings if critic else None
     )
-    write_results(scorer.store, results)
-    return results
+    if figures.complete:
+        write_results(scorer.store, figures.results)
+    return figures
 
 
 @dataclass(frozen=True)
@@ -277,6 +300,10 @@ class StoredFigures:
     total: int
     critic_missing: int
     """Stored samples without a critic judgement (the critic row is left out unless this is 0)."""
+
+    @property
+    def complete(self) -> bool:
+        return self.stored == self.total and self.critic_missing == 0
 
 
 def stored_figures(
