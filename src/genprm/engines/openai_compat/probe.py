@@ -178,17 +178,26 @@ class Prober:
                     status=exc.status, body=exc.body,
                 ) from exc
 
+    def _optional(self, body: Json, what: str) -> Json | None:
+        """A probe of an optional feature: the answer's choice, or ``None`` when the server refuses it
+        (an HTTP error). No answer at all is still an error.
+        """
+        try:
+            choice, _ = self._http.complete(body, what=what, retry=False)
+        except EngineError as exc:
+            if exc.status is None:
+                raise
+            return None
+        return choice
+
     def _ids_are_scored(self, ids: list[int]) -> bool:
         """Does the server honour vLLM's ``logprob_token_ids`` (log-probabilities of chosen tokens)?"""
         caps = self._caps
         wanted = ids[-1]
         body = {**logprob_body(caps.served_model, ids, flavor=caps.flavor), "logprobs": 1,
                 "logprob_token_ids": [wanted], "return_tokens_as_token_ids": True}
-        try:
-            choice, _ = self._http.complete(body, what="probe logprob_token_ids", retry=False)
-        except EngineError as exc:
-            if exc.status is None:
-                raise
+        choice = self._optional(body, "probe logprob_token_ids")
+        if choice is None:
             return False
         top = first_position_top(choice)
         return top is not None and wanted in top[0]
@@ -218,11 +227,8 @@ class Prober:
         if target is None or expected is None:
             return False
         body = forcing_body(caps.served_model, prompt, target, 1, flavor=caps.flavor)
-        try:
-            forced, _ = self._http.complete(body, what="probe logit_bias", retry=False)
-        except EngineError as exc:
-            if exc.status is None:
-                raise
+        forced = self._optional(body, "probe logit_bias")
+        if forced is None:
             return False
         reported = forced_value(forced, target, vocab.candidate_text)
         return reported is not None and abs(reported - expected) < 1e-3
