@@ -98,7 +98,13 @@ class Critic:
                 if on_progress:
                     on_progress(done, len(items))
 
-    def prediction(self, item: SolutionInput) -> int | None:
-        judged = self.judged(item)
-        value = judged.get("prediction") if judged else None
-        return value if isinstance(value, int) else None
+    def stored_predictions(self, items: Sequence[SolutionInput]) -> dict[str, int | None]:
+        """Predictions of the items judged so far (each store record read once)."""
+        judged = {item.key: self.judged(item) for item in items}
+        return {key: _prediction(value) for key, value in judged.items() if value is not None}
+
+
+def _prediction(judged: dict[str, object] | None) -> int | None:
+    """The stored paragraph index; ``None`` for no judgement or an answer that could not be parsed."""
+    value = judged.get("prediction") if judged else None
+    return value if isinstance(value, int) else None

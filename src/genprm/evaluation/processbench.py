@@ -21,7 +21,6 @@ from genprm.evaluation.scoring import (
     RewardMatrix,
     StoreScorer,
     complete,
-    key_fields,
     path_settings_key,
     reward_matrix,
     stored_compute,
@@ -173,7 +172,7 @@ def sweep_thresholds(threshold: float, step: float, *, config: VerifyConfig | No
     Adaptive options: none (how many paths and which mode ran depended on the run's threshold).
     """
     grid = [round(i * step, 4) for i in range(1, round(1 / step))]
-    if config is None or not (config.adaptive or config.stop_at_first_error):
+    if config is None or config.paths_independent:
         return grid
     if config.adaptive:
         return []
@@ -199,7 +198,7 @@ def compute_results(
     ``config`` (the verifier's) says whether paths depend on each other, which limits the methods
     and the sweep to what the saved rewards determine exactly.
     """
-    dependent = config is not None and (config.adaptive or config.stop_at_first_error)
+    dependent = config is not None and not config.paths_independent
     chosen = methods(n, paths_dependent=dependent)
     subsets = list(dict.fromkeys(s.subset for s in samples))
     rows: dict[str, dict[str, SubsetScore]] = {}
@@ -322,10 +321,10 @@ def stored_figures(
     predictions, missing = None, 0
     reader = Critic(store, None, critic, model_id=model_id) if critic is not None else None
     if reader is not None:
-        judged = {s.item.key: reader.prediction(s.item) for s in ready if reader.judged(s.item) is not None}
+        judged = reader.stored_predictions([s.item for s in ready])
         missing = len(ready) - len(judged)
         predictions = judged if missing == 0 else None
-    usage = stored_compute(store, [s.item for s in ready], key) if not key_fields(config)[1] else None
+    usage = None if config.paths_independent else stored_compute(store, [s.item for s in ready], key)
     results = compute_results(
         ready, matrices_from_store(store, ready, key, config.n), model=model_id, n=config.n,
         threshold=config.threshold, settings=key, critic=predictions,

@@ -57,21 +57,20 @@ def reward_matrix(paths: dict[int, list[dict[str, Any]]], n_steps: int, n: int) 
     return matrix
 
 
-def key_fields(config: VerifyConfig) -> tuple[dict[str, Any], bool]:
-    """The settings that shape the store key (those differing from the defaults, so that a new option
-    at its default keeps existing stores valid), and whether paths are independent of each other.
+def key_fields(config: VerifyConfig) -> dict[str, Any]:
+    """The settings that shape the store key: those differing from the defaults, so that a new
+    option at its default keeps existing stores valid.
 
-    With adaptive options or early stopping a path's work depends on the others: the sample's paths
-    are then computed, stored and reused together, and N is part of the key.
+    With adaptive options or early stopping a path's work depends on the others
+    (``config.paths_independent`` is false): the sample's paths are then computed, stored and reused
+    together, and N is part of the key.
     """
-    dependent = config.adaptive or config.stop_at_first_error
-    return config.model_dump(mode="json", exclude_defaults=True), not dependent
+    return config.model_dump(mode="json", exclude_defaults=True)
 
 
 def path_settings_key(model_id: str, config: VerifyConfig) -> str:
     """The key a :class:`StoreScorer` of ``model_id`` and ``config`` stores paths under."""
-    fields, independent = key_fields(config)
-    return settings_key(model_id, fields, ignore=("n",) if independent else ())
+    return settings_key(model_id, key_fields(config), independent_paths=config.paths_independent)
 
 
 def stored_models(store: RunStore, config: VerifyConfig) -> list[str]:
@@ -100,7 +99,7 @@ def stored_model(store: RunStore, config: VerifyConfig, hint: str) -> str:
 def complete(store: RunStore, item: SolutionInput, key: str, config: VerifyConfig) -> bool:
     """Whether every path ``config`` asks for is stored (any, when the paths are stored together)."""
     have = store.path_indices(item.key, key)
-    if not key_fields(config)[1]:
+    if not config.paths_independent:
         return bool(have)
     return all(j in have for j in range(config.n))
 
@@ -135,9 +134,10 @@ class StoreScorer:
         self.config = config
         self.concurrency = concurrency
         self.verifier = SolutionVerifier(engine, config, chat_template=chat_template)
-        fields, independent = key_fields(config)
-        self.dependent = not independent
-        self.settings = store.register_settings(engine.model_id, fields, independent_paths=independent)
+        self.dependent = not config.paths_independent
+        self.settings = store.register_settings(
+            engine.model_id, key_fields(config), independent_paths=config.paths_independent
+        )
 
     def missing(self, item: SolutionInput) -> list[int]:
         if self.dependent:  # stored in one transaction: any path means the whole sample

@@ -42,8 +42,15 @@ CREATE TABLE IF NOT EXISTS items (
 _PATH_INDEPENDENT = ("n",)
 
 
-def settings_key(model: str, config: dict[str, Any], *, ignore: tuple[str, ...] = _PATH_INDEPENDENT) -> str:
-    """A short stable hash of the model and the settings that shape one path's result."""
+def settings_key(
+    model: str, config: dict[str, Any], *, ignore: tuple[str, ...] | None = None, independent_paths: bool = True
+) -> str:
+    """A short stable hash of the model and the settings that shape one path's result.
+
+    ``ignore`` defaults to the settings a path does not depend on (``n``) when ``independent_paths``.
+    """
+    if ignore is None:
+        ignore = _PATH_INDEPENDENT if independent_paths else ()
     shaping = {k: v for k, v in sorted(config.items()) if k not in ignore}
     payload = json.dumps({"model": model, "config": shaping}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]

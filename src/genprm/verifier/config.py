@@ -81,6 +81,13 @@ class VerifyConfig(BaseModel):
         """Whether a step's compute depends on its rewards (so a subset of paths is not a prefix of a run)."""
         return self.adaptive_n or len(self.levels) > 1
 
+    @property
+    def paths_independent(self) -> bool:
+        """Whether each path's work is the same however many paths run: not with adaptive options, nor
+        with early stopping (which cuts every path at the step the others make an error).
+        """
+        return not (self.adaptive or self.stop_at_first_error)
+
     @field_validator("cascade", mode="before")
     @classmethod
     def _split_cascade(cls, value: object) -> object:
