@@ -64,21 +64,21 @@ def phase_updater(bar: Progress, *, log_every_s: float = 30.0) -> Callable[[str,
     plain = not bar.console.is_terminal
     started: dict[str, float] = {}
     last_line: dict[str, float] = {}
+    closed: set[str] = set()
 
     def update(phase: str, done: int, total: int) -> None:
         if phase not in tasks:
             tasks[phase] = bar.add_task(phase, total=total)
             started[phase] = time.monotonic()
         bar.update(tasks[phase], completed=done, total=total)
-        if not plain:
-            return
         now = time.monotonic()
-        finished = done >= total
-        if not finished and now - last_line.get(phase, -math.inf) < log_every_s:
+        if not plain or phase in closed:
             return
-        if finished and last_line.get(phase) == math.inf:
+        if done >= total:
+            closed.add(phase)
+        elif now - last_line.get(phase, -math.inf) < log_every_s:
             return
-        last_line[phase] = math.inf if finished else now
+        last_line[phase] = now
         bar.console.print(f"{phase}: {done}/{total}, {_clock(now - started[phase])} elapsed", highlight=False)
 
     return update
