@@ -433,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # one broken row (say, a config under development) must not sink the others
                 print(f"  {name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
                 # keep this attempt's progress (saved after each solution), never an earlier run's numbers
-                partial = results.data["rows"].get(name) or {}
+                # (an upstream row resumed from an earlier run keeps that run's solutions, as a re-run would)
+                partial = results.data["rows"].get(name) or (None if args.rerun else results.partial.get(name)) or {}
                 partial = {"kind": row.kind} if partial.get("complete") else dict(partial) or {"kind": row.kind}
                 results.update(name, {**partial, "complete": False, "error": f"{type(exc).__name__}: {exc}"})
                 for key in [k for k, e in engines.items() if e is engine]:  # it may be dead: the next row starts anew
