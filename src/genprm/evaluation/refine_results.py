@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from genprm.evaluation.grade_cache import GradeCache
+from genprm.evaluation.grade_cache import Grade, GradeCache
 from genprm.evaluation.refine import ProgressFn, Refiner, Round
 from genprm.evaluation.refine_data import RefineProblem
 from genprm.io import write_json_atomic
@@ -50,14 +50,14 @@ class RefineResults:
         }
 
 
-Grades = dict[tuple[str, str], tuple[bool, str | None]]
-"""``(gold, answer) -> (correct, answer key)``."""
+Grades = dict[tuple[str, str], Grade]
+"""``(gold, answer) -> its grade``."""
 
 
 def grade_rounds(problems: Sequence[RefineProblem], rounds: dict[str, list[Round]], cache: GradeCache) -> Grades:
     """Grade every distinct (gold, answer) once (kept answers repeat); the store keeps the grades."""
     pairs = list(dict.fromkeys((p.gold, r.answer) for p in problems for r in rounds[p.key]))
-    return {pair: (grade.correct, grade.answer) for pair, grade in zip(pairs, cache.grade(pairs))}
+    return dict(zip(pairs, cache.grade(pairs)))
 
 
 def compute_results(
@@ -78,7 +78,7 @@ def compute_results(
     incomplete = [p.id for p in problems if len(rounds[p.key]) < n_rounds + 1]
     if incomplete:
         raise ValueError(f"problems {incomplete[:5]} lack rounds up to {n_rounds}")
-    correct = {p.key: [grades[(p.gold, r.answer)][0] for r in rounds[p.key][: n_rounds + 1]] for p in problems}
+    correct = {p.key: [grades[(p.gold, r.answer)].correct for r in rounds[p.key][: n_rounds + 1]] for p in problems}
     count = len(problems)
     accuracy = {r: (sum(correct[p.key][r] for p in problems) / count if count else None) for r in range(n_rounds + 1)}
     refined = {r: sum(rounds[p.key][r].source == "refined" for p in problems) for r in range(1, n_rounds + 1)}
@@ -98,12 +98,12 @@ def _sample(problem: RefineProblem, rounds: list[Round], grades: Grades) -> dict
     for r, this in enumerate(rounds):
         following = rounds[r + 1] if r + 1 < len(rounds) else None
         verdict = following if following is not None and following.first_error is not None else None
-        correct, answer_key = grades[(problem.gold, this.answer)]
+        grade = grades[(problem.gold, this.answer)]
         shown.append({
             "round": r,
             "answer": this.answer,
-            "correct": correct,
-            "answer_key": answer_key,
+            "correct": grade.correct,
+            "answer_key": grade.answer,
             "source": this.source,
             "first_error": verdict.first_error if verdict else None,
             "step": verdict.step if verdict else None,
