@@ -12,10 +12,21 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from genprm.errors import GenPRMError
 
 err = Console(stderr=True)
+
+
+def print_table(console: Console, table: Table, title: str, caption: str | None = None) -> None:
+    """A table with its title (and caption) on lines of their own, so that a narrow table does not
+    wrap them (rich wraps a table's own title to the table's width).
+    """
+    console.print(title, style="bold", highlight=False, markup=False)
+    console.print(table)
+    if caption:
+        console.print(caption, style="dim", highlight=False, markup=False)
 
 
 def fail(message: str) -> NoReturn:

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater
+from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater, print_table
 from genprm.cli.options import (
     AdaptiveBatch,
     AdaptiveMargin,
@@ -149,11 +149,7 @@ def _policy_engine(
 
 def print_refine(console: Console, results: RefineResults) -> None:
     """Accuracy per round, how many answers were refined, and how many flipped each way."""
-    table = Table(
-        title=f"Critique-refine — policy {results.policy}, verifier {results.verifier}, "
-        f"{len(results.samples)} problems",
-        title_justify="left",
-    )
+    table = Table()
     for name in ("round", "accuracy %", "refined", "wrong→right", "right→wrong"):
         table.add_column(name, justify="right")
     for r, accuracy in results.accuracy.items():
@@ -162,4 +158,5 @@ def print_refine(console: Console, results: RefineResults) -> None:
             str(r), pct(accuracy), str(results.refined.get(r, "–")),
             str(moved.get("wrong_to_right", "–")), str(moved.get("right_to_wrong", "–")),
         )
-    console.print(table)
+    title = f"Critique-refine — policy {results.policy}, verifier {results.verifier}, {len(results.samples)} problems"
+    print_table(console, table, title)

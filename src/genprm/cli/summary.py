@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from rich.console import Console
 from rich.table import Table
 
+from genprm.cli.common import print_table
 from genprm.verifier.records import ComputeUsage, SolutionResult
 
 
@@ -22,7 +23,7 @@ def saves_compute(config: dict[str, object]) -> bool:
 def print_solution(console: Console, result: SolutionResult, title: str) -> None:
     """One table per solution: each step's verdict, mean reward, per-path rewards and a critique."""
     cascade = bool(result.config.get("cascade"))
-    table = Table(title=title, title_justify="left", show_lines=False, expand=False)
+    table = Table(show_lines=False, expand=False)
     table.add_column("step", justify="right")
     table.add_column("verdict")
     table.add_column("reward", justify="right")
@@ -35,7 +36,7 @@ def print_solution(console: Console, result: SolutionResult, title: str) -> None
         reward = "--" if step.reward is None else f"{step.reward:.3f}"
         mode = [step.mode or ""] if cascade else []
         table.add_row(str(step.index), _verdict_markup(step.verdict), reward, *mode, paths, step.critique)
-    console.print(table)
+    print_table(console, table, title)
     where = "none" if result.first_error < 0 else f"step {result.first_error}"
     extra = " (stopped there)" if result.stopped_early else ""
     spent = f"   {_path_steps(result.compute)}" if saves_compute(result.config) else ""

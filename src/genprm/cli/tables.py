@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from genprm.cli.common import print_table
 from genprm.evaluation.bon import BonResults
 from genprm.evaluation.metrics import SubsetScore
 from genprm.evaluation.processbench import PUBLISHED, ProcessBenchResults
@@ -21,25 +22,24 @@ def _cell(score: SubsetScore) -> str:
 
 def print_processbench(console: Console, results: ProcessBenchResults) -> None:
     """Per method: F1 per subset (error acc / correct acc, sample counts) and Avg; then published rows."""
-    table = Table(
-        title=f"ProcessBench F1 — {results.model}, threshold {results.threshold}",
-        caption="cell: F1 (acc. on erroneous / acc. on correct, n = erroneous + correct samples)",
-        title_justify="left",
-    )
+    table = Table()
     table.add_column("method")
     for subset in results.subsets:
         table.add_column(subset, justify="right")
     table.add_column("Avg", justify="right", style="bold")
     for method, per in results.rows.items():
         table.add_row(method, *[_cell(per[s]) for s in results.subsets], pct(results.average(method)))
-    console.print(table)
-    published = Table(title="Published ProcessBench F1 Avg (for orientation; full benchmark)", title_justify="left")
+    print_table(
+        console, table, f"ProcessBench F1 — {results.model}, threshold {results.threshold}",
+        "cell: F1 (acc. on erroneous / acc. on correct, n = erroneous + correct samples)",
+    )
+    published = Table()
     published.add_column("model")
     published.add_column("Pass@1 / single", justify="right")
     published.add_column("Maj@8", justify="right")
     for row in PUBLISHED:
         published.add_row(row.name, f"{row.pass1:.1f}" if row.pass1 else "–", f"{row.maj8:.1f}" if row.maj8 else "–")
-    console.print(published)
+    print_table(console, published, "Published ProcessBench F1 Avg (for orientation; full benchmark)")
     scored = [(t, f) for t, f in results.sweep if f is not None]
     if scored:
         best_t, best_f = max(scored, key=lambda x: x[1])
@@ -71,16 +71,15 @@ def print_bon(console: Console, results: BonResults) -> None:
         f"N={results.n} verification paths",
         highlight=False,
     )
-    table = Table(title="accuracy (%) per budget", title_justify="left")
+    table = Table()
     table.add_column("method")
     for b in budgets:
         table.add_column(str(b), justify="right")
     for method, per in results.methods.items():
         table.add_row(method, *[pct(per[b]) for b in budgets], style="dim" if "@" in method else None)
-    console.print(table)
-    console.print(
+    print_table(
+        console, table, "accuracy (%) per budget",
         "method: step-reward aggregation / selection; budget b: mean over the chunks of b consecutive responses",
-        style="dim", highlight=False,
     )
     agreement = results.agreement
     if agreement.total:
