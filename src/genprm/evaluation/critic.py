@@ -104,7 +104,7 @@ class Critic:
         return {key: _prediction(value) for key, value in judged.items() if value is not None}
 
 
-def _prediction(judged: dict[str, object] | None) -> int | None:
-    """The stored paragraph index; ``None`` for no judgement or an answer that could not be parsed."""
-    value = judged.get("prediction") if judged else None
+def _prediction(judged: dict[str, object]) -> int | None:
+    """The stored paragraph index; ``None`` for an answer that could not be parsed."""
+    value = judged.get("prediction")
     return value if isinstance(value, int) else None

@@ -42,6 +42,11 @@ CREATE TABLE IF NOT EXISTS items (
 _PATH_INDEPENDENT = ("n",)
 
 
+def _ignored(independent_paths: bool) -> tuple[str, ...]:
+    """Settings left out of a key: ``n`` when a path's result does not depend on how many paths run."""
+    return _PATH_INDEPENDENT if independent_paths else ()
+
+
 def settings_key(
     model: str, config: dict[str, Any], *, ignore: tuple[str, ...] | None = None, independent_paths: bool = True
 ) -> str:
@@ -50,7 +55,7 @@ def settings_key(
     ``ignore`` defaults to the settings a path does not depend on (``n``) when ``independent_paths``.
     """
     if ignore is None:
-        ignore = _PATH_INDEPENDENT if independent_paths else ()
+        ignore = _ignored(independent_paths)
     shaping = {k: v for k, v in sorted(config.items()) if k not in ignore}
     payload = json.dumps({"model": model, "config": shaping}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
@@ -95,7 +100,7 @@ class RunStore:
         stays out of the key (a run with more paths extends the stored ones). Otherwise (adaptive
         options, early stopping) it is part of the key.
         """
-        ignore = _PATH_INDEPENDENT if independent_paths else ()
+        ignore = _ignored(independent_paths)
         key = settings_key(model, config, ignore=ignore)
         shaping = {k: v for k, v in config.items() if k not in ignore}
         with self._lock:
