@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import threading
 
 import pytest
 
@@ -49,29 +48,6 @@ def test_scheduler_gives_the_same_transcripts_as_the_sequential_loop(paths):
     assert sorted(len(s.paths[0].code_runs) for r in got for s in r.steps) == sorted(
         len(s.paths[0].code_runs) for r in expected for s in r.steps
     )
-
-
-def test_independent_paths_do_not_wait_for_each_other_between_steps():
-    """With fixed N and no early stop a path may start step 2 while another is still on step 1: the
-    first step-1 request is held until some path asks about step 2 (a step-by-step loop never would).
-    """
-    base = _engine()._respond
-    step_two_asked = threading.Event()
-    first = threading.Lock()
-    held: list[bool] = []
-
-    def respond(prompt, request):
-        if "The answer is" in prompt:  # only step 2's prompts hold step 2's text
-            step_two_asked.set()
-        elif first.acquire(blocking=False):  # never released: only the first call is held
-            held.append(step_two_asked.wait(timeout=10))
-        return base(prompt, request)
-
-    engine = ScriptedEngine(respond=respond, verdict=_engine()._verdict, max_batch=8)
-    got = verify(RECORDS[:1], model=engine, config=VerifyConfig(n=2, seed=3), concurrency=4)
-    assert held == [True]
-    expected = verify(RECORDS[:1], model=_engine(), config=VerifyConfig(n=2, seed=3))
-    assert _transcripts(got) == _transcripts(expected)
 
 
 def test_scheduler_streams_every_record_once_to_the_output(tmp_path):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from genprm.engines.base import Engine
 from genprm.verifier.adaptive import Tally
@@ -22,7 +22,6 @@ from genprm.verifier.path import Action, ExecuteCode, Generate, PathCancelled, P
 from genprm.verifier.records import PathStep
 
 CodeRunner = Callable[[str], str]
-T = TypeVar("T")
 
 
 def drive(
@@ -119,10 +118,3 @@ class ThreadedRunner:
     ) -> list[PathStep]:
         futures = [self.pool.submit(drive, engine, [c], [r], tally) for c, r in zip(coroutines, runners)]
         return [f.result()[0] for f in futures]
-
-    def each(self, work: Callable[[int], T], ids: Sequence[int]) -> list[T]:
-        """``work(j)`` for every ``j`` on the pool at once, results in input order: lets a path run
-        all its steps on one thread when no path waits on another (see ``SolutionVerifier``).
-        """
-        futures = [self.pool.submit(work, j) for j in ids]
-        return [f.result() for f in futures]

@@ -4,9 +4,7 @@ The sequential loop verifies one solution, one step, one path after another. The
 up to ``concurrency`` paths (from up to ``solutions_in_flight`` solutions) running on worker
 threads; each blocks only on its own engine call or code run, so the engine sees many requests at
 once and can batch them, and sandboxed code runs overlap with generation. Path semantics are
-exactly those of the sequential loop: the same coroutines, the same derived seeds. Where no path
-depends on another (independent paths, fixed N, no early stop), a path's thread takes it through
-every step, so a step's slowest path holds up no other path.
+exactly those of the sequential loop: the same coroutines, the same derived seeds.
 
 A solution stops where the sequential loop stops it: with ``stop_at_first_error`` its thread starts
 no step after the first error, and paths of that step still unfinished once the error is certain

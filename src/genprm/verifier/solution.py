@@ -21,8 +21,8 @@ from genprm.protocol.prompts import Mode, user_turn
 from genprm.sandbox import CodeSession, SandboxConfig
 from genprm.verifier.adaptive import Tally, decisive, uncertain
 from genprm.verifier.config import VerifyConfig
-from genprm.verifier.driver import PathRunner, ThreadedRunner, drive, run_inline
-from genprm.verifier.path import PathCoroutine, derive_seed, verify_step_path
+from genprm.verifier.driver import PathRunner, run_inline
+from genprm.verifier.path import derive_seed, verify_step_path
 from genprm.verifier.records import (
     ComputeUsage,
     PathStep,
@@ -133,12 +133,6 @@ class SolutionVerifier:
             timeout_s=self.config.code_timeout_s, max_output_chars=self.config.code_max_output_chars
         )
         self._level_configs = {m: self.config.model_copy(update={"mode": m}) for m in self.config.levels}
-        # With independent paths, fixed N, one mode and no early stop, no path waits on another, so a
-        # concurrent runner lets each path go through every step on its own instead of meeting the
-        # others after each step: no batch slot idles while a step's slowest path finishes.
-        self._pipelined = (
-            isinstance(runner, ThreadedRunner) and self.config.paths == "independent" and self.config.paths_independent
-        )
 
     def verify(
         self,
@@ -164,14 +158,11 @@ class SolutionVerifier:
         with ExitStack() as stack:
             histories = _Histories(self.sandbox, shared=cfg.paths == "shared")
             stack.callback(histories.close)
-            if self._pipelined:
-                results = self._verify_path_by_path(users, histories, key, ids, usage)
-            else:
-                for k in range(len(steps)):
-                    results.append(self._verify_step(users[: k + 1], histories, k, key, ids, usage))
-                    reward = results[-1].reward
-                    if cfg.stop_at_first_error and reward is not None and reward < cfg.threshold:
-                        break
+            for k in range(len(steps)):
+                results.append(self._verify_step(users[: k + 1], histories, k, key, ids, usage))
+                reward = results[-1].reward
+                if cfg.stop_at_first_error and reward is not None and reward < cfg.threshold:
+                    break
         usage.path_steps_fixed = len(ids) * len(results)
         rewards: list[float | None] = [r.reward for r in results]
         status: list[StepStatus] = [r.status for r in results]
@@ -257,7 +248,18 @@ class SolutionVerifier:
         tally: Tally,
     ) -> list[PathStep]:
         states = [histories.state(j, k) for j in batch]
-        coroutines = [self._path_coroutine(config, users, s, k, j, key) for j, s in zip(batch, states)]
+        system = config.mode.system_prompt
+        coroutines = [
+            verify_step_path(
+                config,
+                self.chat.prompt_for(build_messages(system, users, s.turns), config.assistant_header),
+                k + 1,
+                j,
+                self.engine.tokenize,
+                derive_seed(config.seed, key, k, j),
+            )
+            for j, s in zip(batch, states)
+        ]
         runners = [s.session.run for s in states]
         if config.paths == "shared":
             # The released code runs paths one after another against one code namespace: keep that
@@ -268,44 +270,6 @@ class SolutionVerifier:
         for path, state in zip(paths, states):
             path.branched_from = state.branched_from
         return paths
-
-    def _path_coroutine(
-        self, config: VerifyConfig, users: list[str], state: _PathState, k: int, j: int, key: str
-    ) -> PathCoroutine:
-        """Path ``j``'s work on step ``k`` (from 0), continuing ``state``'s history."""
-        messages = build_messages(config.mode.system_prompt, users, state.turns)
-        prompt = self.chat.prompt_for(messages, config.assistant_header)
-        return verify_step_path(config, prompt, k + 1, j, self.engine.tokenize, derive_seed(config.seed, key, k, j))
-
-    def _verify_path_by_path(
-        self, users: list[str], histories: _Histories, key: str, ids: list[int], usage: ComputeUsage
-    ) -> list[StepResult]:
-        """Every step of every path, each path on its own thread through all steps (``_pipelined``).
-
-        A path sees exactly what it sees in the step-by-step loop (its own history, the same seeds);
-        only the steps' results are assembled afterwards.
-        """
-        assert isinstance(self.run_paths, ThreadedRunner)
-        mode = self.config.levels[0]
-        config = self._level_configs[mode]
-
-        def through(j: int) -> list[PathStep]:
-            done: list[PathStep] = []
-            for k in range(len(users)):
-                state = histories.state(j, k)
-                coroutine = self._path_coroutine(config, users[: k + 1], state, k, j, key)
-                [path] = drive(self.engine, [coroutine], [state.session.run])
-                histories.commit(path)
-                done.append(path)
-            return done
-
-        by_path = self.run_paths.each(through, ids)
-        results = []
-        for k in range(len(users)):
-            paths = [steps[k] for steps in by_path]
-            usage.add(mode.value, paths)
-            results.append(_summarise(k, paths, mode, 0, [_mean(paths)]))
-        return results
 
 
 def _mean(paths: Sequence[PathStep]) -> float | None:
