@@ -47,6 +47,11 @@ def _ignored(independent_paths: bool) -> tuple[str, ...]:
     return _PATH_INDEPENDENT if independent_paths else ()
 
 
+def _shaping(config: dict[str, Any], ignore: tuple[str, ...]) -> dict[str, Any]:
+    """The settings a key is made of: ``config`` without ``ignore``, in sorted order."""
+    return {k: v for k, v in sorted(config.items()) if k not in ignore}
+
+
 def settings_key(
     model: str, config: dict[str, Any], *, ignore: tuple[str, ...] | None = None, independent_paths: bool = True
 ) -> str:
@@ -56,8 +61,7 @@ def settings_key(
     """
     if ignore is None:
         ignore = _ignored(independent_paths)
-    shaping = {k: v for k, v in sorted(config.items()) if k not in ignore}
-    payload = json.dumps({"model": model, "config": shaping}, sort_keys=True, ensure_ascii=False)
+    payload = json.dumps({"model": model, "config": _shaping(config, ignore)}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -102,10 +106,10 @@ class RunStore:
         """
         ignore = _ignored(independent_paths)
         key = settings_key(model, config, ignore=ignore)
-        shaping = {k: v for k, v in config.items() if k not in ignore}
         with self._lock:
             self._db.execute(
-                "INSERT OR IGNORE INTO settings(key, model, config) VALUES (?, ?, ?)", (key, model, _dumps(shaping))
+                "INSERT OR IGNORE INTO settings(key, model, config) VALUES (?, ?, ?)",
+                (key, model, _dumps(_shaping(config, ignore))),
             )
         return key
 
