@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from genprm.errors import ConfigError
@@ -34,8 +34,12 @@ class SamplingParams:
     top_k: int = 20
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    n: int = 1
+    """Samples of the same prompt (vLLM's ``n``): only :meth:`Engine.sample` honours more than one."""
 
     def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ConfigError("n", self.n, "must be at least 1")
         if self.max_tokens < 1:
             raise ConfigError("max_tokens", self.max_tokens, "must be at least 1")
         if self.temperature < 0:
@@ -104,6 +108,13 @@ class EngineStats:
     extra: dict[str, float] = field(default_factory=dict)
 
 
+def _one_of_n(request: GenerationRequest, i: int) -> GenerationRequest:
+    """Sample ``i`` of a request for ``n`` samples, as a request of its own (``n=1``, seed ``seed + i``)."""
+    params = request.params
+    seed = None if params.seed is None else params.seed + i
+    return GenerationRequest(request.prompt, replace(params, n=1, seed=seed))
+
+
 class Engine(ABC):
     """A language model behind the two operations the GenPRM protocol needs.
 
@@ -123,6 +134,25 @@ class Engine(ABC):
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """Continue every prompt; outputs come back in input order."""
+
+    def sample(self, requests: Sequence[GenerationRequest]) -> list[list[Generation]]:
+        """``params.n`` continuations of every prompt; one list per request, in input order.
+
+        Monte-Carlo rollouts draw K samples of one prefix; engines that can share the prefix's
+        computation among the K (vLLM's ``n``, a server's ``n``) override this. The default asks
+        :meth:`generate` for the K as separate requests, back to back (an engine with a prefix
+        cache computes the prompt once), sample ``i`` seeded ``seed + i`` when a seed is given.
+        """
+        flat: list[GenerationRequest] = []
+        for request in requests:
+            flat.extend(_one_of_n(request, i) for i in range(request.params.n))
+        outputs = self.generate(flat) if flat else []
+        grouped: list[list[Generation]] = []
+        at = 0
+        for request in requests:
+            grouped.append(outputs[at : at + request.params.n])
+            at += request.params.n
+        return grouped
 
     @abstractmethod
     def next_token_logprobs(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
