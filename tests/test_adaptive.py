@@ -300,3 +300,30 @@ def test_resuming_an_output_written_before_these_settings_existed(tmp_path):
     assert verify(records, model=engine, config=VerifyConfig(mode="analyze"), out=out) == []
     with pytest.raises(Exception, match="other settings"):
         verify(records, model=engine, config=VerifyConfig(mode="analyze", adaptive_n=True), out=out)
+
+
+# --- stored results: rewards by step, not by position --------------------------------------------
+
+
+def test_a_late_path_is_stored_at_the_step_it_verified(tmp_path):
+    """Paths 2 and 3 are first drawn at step 1 and judge it wrong: the stored matrix must put their
+    rewards at step 1, so the figures from the store agree with the run's own first error."""
+    from genprm.evaluation.scoring import StoreScorer
+    from genprm.store import RunStore
+
+    def reward(k, j, kind):
+        return 0.9 if k == 0 else [0.5, 0.5, 0.1, 0.1][j]
+
+    config = VerifyConfig(n=4, mode="analyze", adaptive_n=True, min_paths=2, adaptive_margin=0.2)
+    item = validate_record({"problem": "p", "steps": ["a", "b"]}, position=0)
+    engine = tagged_engine(reward, keys=(item.key,))
+    own = SolutionVerifier(engine, config).verify(item.problem, item.steps, key=item.key)
+    assert [len(s.paths) for s in own.steps] == [2, 4] and own.first_error == 1
+    with RunStore(tmp_path / "run") as store:
+        scorer = StoreScorer(store, tagged_engine(reward, keys=(item.key,)), config)
+        scorer.score([item])
+        matrix = scorer.matrix(item)
+    assert [[None if r is None else round(r, 6) for r in row] for row in matrix] == [[0.9, 0.9, None, None], [0.5, 0.5, 0.1, 0.1]]
+    from genprm.evaluation.metrics import predicted_first_error
+
+    assert predicted_first_error(matrix, 4, config.threshold) == own.first_error == 1

@@ -34,7 +34,7 @@ from genprm.errors import ConfigError
 from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.metrics import step_rewards_at
 from genprm.evaluation.refine_data import RefineProblem
-from genprm.evaluation.scoring import StoreScorer, reward_matrix
+from genprm.evaluation.scoring import StoreScorer, reward_matrix, turns_by_step
 from genprm.io import SolutionInput
 from genprm.protocol.chat import Message
 from genprm.protocol.parse import analysis_of, split_paragraphs
@@ -302,5 +302,6 @@ class Refiner:
         if first < 0:
             return Finding(-1, rewards)
         path = worst_path(matrix[first])
-        text = turns[path][first].get("text", "") if path is not None and path in turns else ""
+        turn = turns_by_step(turns[path]).get(first, {}) if path is not None and path in turns else {}
+        text = str(turn.get("text", ""))
         return Finding(first, rewards, item.steps[first], critique_of(text))

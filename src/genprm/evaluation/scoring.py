@@ -36,24 +36,38 @@ class ScoringProgress:
     """Samples whose paths were all in the store already."""
 
 
-def trajectories(result: SolutionResult) -> dict[int, list[dict[str, Any]]]:
-    """Split a solution's result into one trajectory (a dict per step) per path index."""
-    per_path: dict[int, list[dict[str, Any]]] = {}
+Trajectory = list[dict[str, Any]]
+"""One path's turns, a dict per step it verified, each naming its ``step`` (0-based)."""
+
+
+def trajectories(result: SolutionResult) -> dict[int, Trajectory]:
+    """Split a solution's result into one trajectory per path index.
+
+    A path need not verify every step (``adaptive_n`` draws some paths first at a later step), so
+    each turn carries the index of its step: readers go through :func:`turns_by_step`, never by
+    position in the list.
+    """
+    per_path: dict[int, Trajectory] = {}
     for step in result.steps:
         for path in step.paths:
-            per_path.setdefault(path.path, []).append(asdict(path))
+            per_path.setdefault(path.path, []).append({"step": step.index, **asdict(path)})
     return per_path
 
 
-def reward_matrix(paths: dict[int, list[dict[str, Any]]], n_steps: int, n: int) -> RewardMatrix:
+def turns_by_step(trajectory: Trajectory) -> dict[int, dict[str, Any]]:
+    """A trajectory's turns keyed by their step index (turns stored without one are in step order)."""
+    return {int(turn.get("step", position)): turn for position, turn in enumerate(trajectory)}
+
+
+def reward_matrix(paths: dict[int, Trajectory], n_steps: int, n: int) -> RewardMatrix:
     """Rewards of paths 0..n-1 at every step (``None`` where unreadable or absent)."""
     matrix: RewardMatrix = [[None] * n for _ in range(n_steps)]
-    for index, steps in paths.items():
+    for index, trajectory in paths.items():
         if index >= n:
             continue
-        for s, step in enumerate(steps[:n_steps]):
-            if step.get("readable") and step.get("reward") is not None:
-                matrix[s][index] = float(step["reward"])
+        for s, turn in turns_by_step(trajectory).items():
+            if s < n_steps and turn.get("readable") and turn.get("reward") is not None:
+                matrix[s][index] = float(turn["reward"])
     return matrix
 
 

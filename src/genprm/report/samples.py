@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from genprm.evaluation.metrics import step_rewards_at
-from genprm.evaluation.scoring import reward_matrix
+from genprm.evaluation.scoring import reward_matrix, turns_by_step
 from genprm.protocol.parse import analysis_of
 from genprm.report.run import Json
 from genprm.store import RunStore
@@ -142,7 +142,8 @@ def _step_view(
     index: int, text: str, reward: float | None, paths: Trajectories, threshold: float, *,
     predicted: bool, labelled: bool,
 ) -> StepView:
-    turns = [_path_view(j, steps[index], threshold) for j, steps in sorted(paths.items()) if index < len(steps)]
+    at_step = ((j, turns_by_step(trajectory).get(index)) for j, trajectory in sorted(paths.items()))
+    turns = [_path_view(j, turn, threshold) for j, turn in at_step if turn is not None]
     tone = tone_of(reward, threshold, verified=bool(turns))
     return StepView(index, text, reward, tone, turns, predicted, labelled)
 
