@@ -120,3 +120,25 @@ def test_the_terminal_table_shows_every_method_and_budget(data, tmp_path):
     print_bon(console, results)
     text = console.export_text()
     assert "min/argmax" in text and "100.0" in text and "3/4 responses (75.0%)" in text
+
+
+def test_early_stopping_is_refused_because_it_would_score_part_of_a_response(data, tmp_path):
+    """With --stop-at-first-error a response's steps after its first error are never scored, so last/min/
+    mean/product would rest on part of it: the API and the CLI refuse, before any model is loaded."""
+    from typer.testing import CliRunner
+
+    from genprm.cli.main import app
+    from genprm.errors import ConfigError
+
+    verdicts = Verdicts()
+    engine = ScriptedEngine(respond=lambda prompt, request: "", verdict=verdicts)
+    config = VerifyConfig(n=1, mode=Mode.DIRECT, stop_at_first_error=True)
+    with RunStore(tmp_path / "run") as store, pytest.raises(ConfigError, match="stop-at-first-error"):
+        evaluate_bon(load_bon(data), StoreScorer(store, engine, config))
+    assert verdicts.calls == 0
+    assert not (tmp_path / "run" / RESULT_FILE).exists()
+
+    result = CliRunner().invoke(app, ["eval", "bon", "--data", str(data), "--run", str(tmp_path / "cli"),
+                                      "--stop-at-first-error", "--model", "no-such-model.gguf"])
+    assert result.exit_code == 2
+    assert "stop-at-first-error" in result.output and "no-such-model" not in result.output

@@ -199,6 +199,7 @@ def bon_command(
             adaptive_n=adaptive_n, min_paths=min_paths, adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
         )
         config = VerifyConfig(n=n, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed, **compute)
+        bon_eval.check_config(config)
         options = engine_options(
             engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
         )

@@ -23,6 +23,7 @@ from genprm.evaluation.scoring import StoreScorer
 from genprm.io import SolutionInput, read_objects, write_json_atomic
 from genprm.protocol.parse import split_paragraphs
 from genprm.store import RunStore
+from genprm.verifier.config import VerifyConfig
 
 DEFAULT_DATA = Path("../shared/data/bon/math_cot_100.jsonl")
 RESULT_FILE = "bon.json"
@@ -256,10 +257,26 @@ def sample_json(
     }
 
 
+def check_config(config: VerifyConfig) -> None:
+    """Refuse settings under which the solution scores would not be what they say.
+
+    Early stopping skips every step after a response's first error, so its last, min, mean and
+    product would rest on part of the response (and none of them is decided by the first error
+    alone): a Best-of-N figure from them would be wrong, not just noisier.
+    """
+    if config.stop_at_first_error:
+        raise ConfigError(
+            "--stop-at-first-error", True,
+            "Best-of-N scores every step of a response (last/min/mean/product), so it cannot skip the steps "
+            "after a first error; drop the option",
+        )
+
+
 def evaluate_bon(
     problems: Sequence[BonProblem], scorer: StoreScorer, *, on_progress: Progress | None = None
 ) -> BonResults:
     """Grade and verify what the store lacks, compute every figure and save ``RUN/bon.json``."""
+    check_config(scorer.config)
     responses = len(problems[0].responses) if problems else 0
     grades = grade_problems(problems, GradeCache(scorer.store), on_progress)
     items = [[p.item(r) for r in range(len(p.responses))] for p in problems]
