@@ -51,6 +51,7 @@ from genprm.evaluation.processbench import (
     stored_figures,
 )
 from genprm.evaluation.scoring import StoreScorer, stored_model
+from genprm.protocol.chat import template_fields
 from genprm.store import STORE_FILE, RunStore
 from genprm.verifier import VerifyConfig
 
@@ -118,11 +119,12 @@ def processbench_command(
         options = engine_options(
             engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
         )
+        template = read_template(chat_template)
         if stored_only:
-            _print_stored(run, samples, config, model, CriticSettings(max_tokens=critic_max_tokens) if critic else None)
+            judge = CriticSettings(max_tokens=critic_max_tokens) if critic else None
+            _print_stored(run, samples, config, model, judge, template_fields(template, None) if template else None)
             return
         part = Shard.parse(shard) if shard else None
-        template = read_template(chat_template)
         mine = f" (shard {part.index}/{part.count}: {len(part.pick(samples))} of them)" if part else ""
         err.print(f"{len(samples)} samples{mine}; results in {run}/", highlight=False)
         with RunStore(run) as store, load_engine(engine, model, **options) as llm, phase_bar() as bar:
@@ -140,12 +142,15 @@ def processbench_command(
 
 
 def _print_stored(
-    run: Path, samples: list[ProcessBenchSample], config: VerifyConfig, model: str, critic: CriticSettings | None
+    run: Path, samples: list[ProcessBenchSample], config: VerifyConfig, model: str, critic: CriticSettings | None,
+    template: dict[str, str] | None,
 ) -> None:
+    """``--stored-only``: figures from the store alone (a ``--chat-template`` given is the run's override)."""
     if not (run / STORE_FILE).is_file() and not run.is_file():
         raise ConfigError("--run", str(run), "holds no store yet")
     with RunStore(run) as store:
-        figures = stored_figures(store, samples, config, stored_model(store, config, model), critic=critic)
+        chosen = stored_model(store, config, model, template)
+        figures = stored_figures(store, samples, config, chosen, critic=critic, template=template)
     _print_partial(figures, "from the store alone; nothing computed")
 
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from genprm.engines.base import Engine, GenerationRequest, SamplingParams
 from genprm.errors import ConfigError
-from genprm.protocol.chat import ChatTemplate, Message
+from genprm.protocol.chat import ChatTemplate, Message, template_fields
 
 
 class ChatModel:
@@ -18,6 +18,10 @@ class ChatModel:
             raise ConfigError("chat_template", None, f"model {engine.model_id} ships none; pass one explicitly")
         self.engine = engine
         self.template = ChatTemplate(source, engine.special_tokens)
+
+    def template_fields(self) -> dict[str, str]:
+        """The key fields of this model's template (a digest when it overrides the model's own)."""
+        return template_fields(self.template.source, self.engine.chat_template)
 
     def prompt(self, messages: list[Message]) -> str:
         return self.template.render(messages, add_generation_prompt=True)

@@ -58,9 +58,11 @@ class Critic:
 
     def __init__(
         self, store: RunStore, chat: ChatModel | None, settings: CriticSettings | None = None, *,
-        model_id: str | None = None,
+        model_id: str | None = None, template: dict[str, str] | None = None,
     ) -> None:
-        """``chat`` runs the critic; without it (``model_id`` given) the critic only reads stored judgements."""
+        """``chat`` runs the critic; without it (``model_id`` given, and the ``template`` fields of the
+        run's chat template override, if any) the critic only reads stored judgements.
+        """
         if model_id is None:
             if chat is None:
                 raise ValueError("give the chat model, or the model id to read stored judgements of")
@@ -68,7 +70,8 @@ class Critic:
         self.store = store
         self.chat = chat
         self.settings = settings or CriticSettings()
-        self.key = settings_key(model_id, self.settings.as_dict())
+        template = chat.template_fields() if chat is not None else (template or {})
+        self.key = settings_key(model_id, {**self.settings.as_dict(), **template})
 
     def judged(self, item: SolutionInput) -> dict[str, object] | None:
         value = self.store.item(self.kind, item.key, self.key)

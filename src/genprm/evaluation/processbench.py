@@ -282,7 +282,8 @@ def evaluate_processbench(
     if critic is not None:
         critic.run(items, lambda done, total: on_progress("critic", done, total) if on_progress else None)
     figures = stored_figures(
-        scorer.store, samples, scorer.config, scorer.engine.model_id, critic=critic.settings if critic else None
+        scorer.store, samples, scorer.config, scorer.engine.model_id, critic=critic.settings if critic else None,
+        template=scorer.template,
     )
     if figures.complete:
         write_results(scorer.store, figures.results)
@@ -312,14 +313,16 @@ def stored_figures(
     model_id: str,
     *,
     critic: CriticSettings | None = None,
+    template: dict[str, str] | None = None,
 ) -> StoredFigures:
     """The figures of ``evaluate_processbench`` from what the store holds: for watching a long run
-    (SQLite lets a reader in beside the writer) or reading one that was stopped.
+    (SQLite lets a reader in beside the writer) or reading one that was stopped. ``template``: the
+    run's chat template override fields (``protocol.chat.template_fields``), if it had one.
     """
-    key = path_settings_key(model_id, config)
+    key = path_settings_key(model_id, config, template)
     ready = [s for s in samples if complete(store, s.item, key, config)]
     predictions, missing = None, 0
-    reader = Critic(store, None, critic, model_id=model_id) if critic is not None else None
+    reader = Critic(store, None, critic, model_id=model_id, template=template) if critic is not None else None
     if reader is not None:
         judged = reader.stored_predictions([s.item for s in ready])
         missing = len(ready) - len(judged)

@@ -24,7 +24,6 @@ and the stored rounds become figures in :mod:`genprm.evaluation.refine_results`.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
@@ -208,9 +207,7 @@ class Refiner:
         self.scorer = scorer
         self.settings = settings or RefineSettings()
         policy_id = policy.engine.model_id
-        shaping = self.settings.policy_dict()
-        if policy.template.source != policy.engine.chat_template:  # an overriding template changes every prompt
-            shaping["chat_template"] = hashlib.sha256(policy.template.source.encode()).hexdigest()[:16]
+        shaping = {**self.settings.policy_dict(), **policy.template_fields()}
         self.policy_key = settings_key(policy_id, shaping, ignore=())
         loop = {"method": KIND, "policy": self.policy_key, "verifier": scorer.settings, "n": scorer.config.n,
                 "history": self.settings.history}

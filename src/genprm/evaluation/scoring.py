@@ -15,6 +15,7 @@ from typing import Any
 from genprm.engines.base import Engine
 from genprm.errors import ConfigError
 from genprm.io import SolutionInput
+from genprm.protocol.chat import template_fields
 from genprm.store import RunStore, settings_key
 from genprm.verifier.config import VerifyConfig
 from genprm.verifier.records import ComputeUsage, SolutionResult
@@ -71,33 +72,44 @@ def reward_matrix(paths: dict[int, Trajectory], n_steps: int, n: int) -> RewardM
     return matrix
 
 
-def key_fields(config: VerifyConfig) -> dict[str, Any]:
-    """The settings that shape the store key: those differing from the defaults, so that a new
-    option at its default keeps existing stores valid.
+KEY_VERSION = 2
+"""Bumped when what a key means changes; version 2 (the paper's reward by default, inert settings out,
+the chat template in) changed every key once, so runs stored before it are not reused."""
+
+
+def key_fields(config: VerifyConfig, template: dict[str, str] | None = None) -> dict[str, Any]:
+    """The settings that shape the store key: those differing from the defaults (so that a new
+    option at its default keeps existing stores valid), without the ones that cannot change a result
+    (:meth:`VerifyConfig.inert_fields`), plus ``template`` (``protocol.chat.template_fields``: a
+    digest of a chat template that overrides the model's).
 
     With adaptive options or early stopping a path's work depends on the others
     (``config.paths_independent`` is false): the sample's paths are then computed, stored and reused
     together, and N is part of the key.
     """
-    return config.model_dump(mode="json", exclude_defaults=True)
+    inert = config.inert_fields()
+    fields = {k: v for k, v in config.model_dump(mode="json", exclude_defaults=True).items() if k not in inert}
+    return {**fields, **(template or {}), "key_version": KEY_VERSION}
 
 
-def path_settings_key(model_id: str, config: VerifyConfig) -> str:
-    """The key a :class:`StoreScorer` of ``model_id`` and ``config`` stores paths under."""
-    return settings_key(model_id, key_fields(config), independent_paths=config.paths_independent)
+def path_settings_key(model_id: str, config: VerifyConfig, template: dict[str, str] | None = None) -> str:
+    """The key a :class:`StoreScorer` of ``model_id``, ``config`` and ``template`` stores paths under."""
+    return settings_key(model_id, key_fields(config, template), independent_paths=config.paths_independent)
 
 
-def stored_models(store: RunStore, config: VerifyConfig) -> list[str]:
+def stored_models(store: RunStore, config: VerifyConfig, template: dict[str, str] | None = None) -> list[str]:
     """Models (engine model ids) with results in ``store`` under ``config``'s settings."""
     registered = store.settings()
-    return sorted({model for model, _ in registered.values() if path_settings_key(model, config) in registered})
+    return sorted(
+        {model for model, _ in registered.values() if path_settings_key(model, config, template) in registered}
+    )
 
 
-def stored_model(store: RunStore, config: VerifyConfig, hint: str) -> str:
+def stored_model(store: RunStore, config: VerifyConfig, hint: str, template: dict[str, str] | None = None) -> str:
     """The model whose results under ``config`` a run holds: the only one, or the one ``hint`` names
     (a model id, a path, or a built-in name without ``.gguf``).
     """
-    models = stored_models(store, config)
+    models = stored_models(store, config, template)
     if len(models) == 1:
         return models[0]
     if not models:
@@ -149,8 +161,9 @@ class StoreScorer:
         self.concurrency = concurrency
         self.verifier = SolutionVerifier(engine, config, chat_template=chat_template)
         self.dependent = not config.paths_independent
+        self.template = template_fields(self.verifier.chat.source, engine.chat_template)
         self.settings = store.register_settings(
-            engine.model_id, key_fields(config), independent_paths=config.paths_independent
+            engine.model_id, key_fields(config, self.template), independent_paths=config.paths_independent
         )
 
     def missing(self, item: SolutionInput) -> list[int]:

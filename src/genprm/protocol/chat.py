@@ -14,6 +14,7 @@ rendered assistant turn at its content; the other choices reproduce the released
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from dataclasses import dataclass, field
 from enum import Enum
@@ -100,6 +101,15 @@ class ChatTemplate:
         if header is AssistantHeader.NONE:
             return body
         return body + self.assistant_header(messages)
+
+
+def template_fields(source: str, model_template: str | None) -> dict[str, str]:
+    """What a stored result's key needs to know of its chat template: a digest of ``source`` when it
+    overrides the model's own (another template renders other prompts), nothing otherwise.
+    """
+    if source == model_template:
+        return {}
+    return {"chat_template": hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]}
 
 
 def build_messages(
