@@ -88,6 +88,24 @@ class VerifyConfig(BaseModel):
         """
         return not (self.adaptive or self.stop_at_first_error)
 
+    def inert_fields(self) -> set[str]:
+        """Settings that cannot change any verification result given the others, so that a store
+        key leaves them out (a rerun at another ``--threshold`` reuses independent paths).
+
+        The threshold only steers compute (early stopping, the cascade band, sequential sampling's
+        margin); each option's own parameters matter only while it is on; a cascade replaces ``mode``.
+        """
+        inert: set[str] = set()
+        if self.paths_independent:
+            inert.add("threshold")
+        if len(self.levels) == 1:
+            inert.add("cascade_band")
+        if self.cascade is not None:
+            inert.add("mode")
+        if not self.adaptive_n:
+            inert.update({"min_paths", "adaptive_batch", "adaptive_margin"})
+        return inert
+
     @field_validator("cascade", mode="before")
     @classmethod
     def _split_cascade(cls, value: object) -> object:
