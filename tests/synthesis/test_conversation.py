@@ -102,6 +102,13 @@ def test_two_code_rounds_keep_the_text_between_them():
     )
 
 
+def test_a_section_without_verify_tags_takes_the_text_after_its_analysis():
+    untagged = [part.replace("<verify>\n", "") for part in (P1, P2)]
+    text = "<think>\n" + untagged[0] + "\n" + untagged[1] + CONCLUSION  # the last one closed by the conclusion
+    messages = build_conversation(PROBLEM, STEPS, text, [1, 0], ExportSettings())
+    assert [messages[2]["content"], messages[4]["content"]] == [TURN1, TURN2]
+
+
 def test_a_verdict_the_teacher_wrote_itself_must_agree_and_its_output_part_is_replaced():
     own = P1 + "</verify>\n<output>\n**Judgement**: $\\boxed{Yes}$\n</output>\n"
     text = "<think>\n" + own + P2 + CONCLUSION
@@ -114,7 +121,7 @@ BROKEN = {
     "no-analysis": critique_text(P1, "### Paragraph 2\n<verify>\n```python\nprint(7)\n```\n" + OUT.format(7)),
     "two-analyses": critique_text(P1, P2.replace("<verify>", "<analyze>\nagain\n</analyze>\n<verify>")),
     "two-verifies": critique_text(P1, P2 + "</verify>\n<verify>\n```python\nprint(1)\n```\n" + OUT.format(1) + "Again.\n"),
-    "no-verify": "<think>\n" + P1 + "</verify>\n### Paragraph 2\n<analyze>\nwrong\n</analyze>\n" + CONCLUSION,
+    "no-verify": "<think>\n" + P1 + "</verify>\n" + P2 + P3 + CONCLUSION,
     "no-code": critique_text(P1, teacher_section(2, "wrong", "I just know it is 7.\n")),
     "unexecuted-code": critique_text(P1, P2.replace("It prints 7", "```python\nprint(1)\n```\nIt prints 7")),
     "stray-code-output": critique_text(P1, P2.replace("It prints 7", OUT.format(9) + "It prints 7")),

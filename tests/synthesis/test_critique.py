@@ -207,6 +207,18 @@ def test_a_critique_without_think_end_concludes_from_its_last_verify():
     assert result.index == -1 and result.unanimous
 
 
+def test_a_teacher_that_never_closes_verify_is_cut_after_its_last_code_output():
+    chunks = ["Paragraph 1 is fine.\n</analyze>\n```python\nprint(1)\n```\n",
+              "Fine.\n### Paragraph 2\n<analyze>\nAlso fine.\n</analyze>\n```python\nprint(2)\n```\n",
+              "Fine too.\n### Final Answer\n$\\boxed{1}$"]
+    result, *_ = critique(chunks, indexes=["{-1}"])
+    assert result.finish == "eos" and result.index == -1
+    assert result.text == (
+        "<think>\n### Paragraph 1\n<analyze>\n" + chunks[0] + "[Code Output]\n\n```\nout1\n```\n" + chunks[1]
+        + "[Code Output]\n\n```\nout2\n```\n" + CONCLUSION
+    )
+
+
 def test_the_token_budget_ends_a_critique_as_length():
     a1, b1 = section(1, "print(1)")
     result, *_ = critique([a1, b1 + "x" * 500], max_tokens=len(a1) + len(b1) + 20)
@@ -214,7 +226,7 @@ def test_the_token_budget_ends_a_critique_as_length():
     assert result.text.endswith("It matches.\n" + CONCLUSION)
 
 
-def test_no_verify_means_no_conclusion_and_no_index():
+def test_nothing_to_conclude_from_means_no_index():
     result, engine, teacher, ran = critique(["Paragraph 1 looks fine but I stop here."])
     assert result.finish == "no-verify" and not result.concluded
     assert result.index is None and result.index_samples == [] and teacher.index_prompts == []

@@ -10,6 +10,8 @@ What is kept of a section, and what is not (see ``docs/synthesis-format.md``):
 
 * the analysis: the text inside ``<analyze>``, stripped, behind the verifier's "Let's analyze ..."
   lead-in (a lead-in the teacher wrote itself is not repeated);
+* the verify part: inside ``<verify>``; a section without the tag (small teachers skip it) takes
+  the text after ``</analyze>`` up to a ``</verify>`` or the section's end;
 * code: every python block followed by its spliced ``[Code Output]``, in order. The verifier forces
   its own lead-in before the first block, so teacher text between ``<verify>`` and the first fence
   is dropped; text between two rounds stays. More blocks than the verifier runs in one step
@@ -77,7 +79,7 @@ REASONS = {
     "duplicate-paragraph": "the critique has two sections for this paragraph",
     "no-analysis": "the section has no (or an empty) <analyze> part",
     "two-analyses": "the section has more than one <analyze> part",
-    "no-verify": "the section has no closed <verify> part",
+    "no-verify": "the section opens a <verify> part that never closes",
     "two-verifies": "the section has more than one <verify> part",
     "no-code": "the <verify> part has no executed python block",
     "unexecuted-code": "a python block in the section was never run (no [Code Output] after it)",
@@ -93,7 +95,8 @@ REASONS = {
 _HEADING = re.compile(r"^### Paragraph (\d+)[ \t]*$", re.MULTILINE)
 _SECTION_END = re.compile(r"^### Final Conclusion|</think>", re.MULTILINE)
 _ANALYZE = re.compile(r"<analyze>(.*?)</analyze>", re.DOTALL)
-_VERIFY = re.compile(r"<verify>(.*?)</verify>", re.DOTALL)
+_VERIFY_OPEN, _VERIFY_CLOSE = "<verify>", P.VERIFY_END.strip()
+_VERIFY = re.compile(re.escape(_VERIFY_OPEN) + r"(.*?)" + re.escape(_VERIFY_CLOSE), re.DOTALL)
 _VERDICT = re.compile(r"\\boxed\{\s*(yes|no)\s*\}", re.IGNORECASE)
 _LEAD_IN = re.compile(r"^\s*Let's analyze the Paragraph \d+ step by step:\s*")
 _OUTPUT_HEAD, _OUTPUT_TAIL = P.CODE_OUTPUT_BLOCK.split("{output}")
@@ -129,23 +132,35 @@ def paragraph_parts(k: int, section: str, verdict: str) -> TurnParts:
         raise _fail("two-verdicts", k, f" ({', '.join(verdicts)})")
     if verdicts and verdicts[0] != verdict:
         raise _fail("verdict-mismatch", k, f" (it says {verdicts[0]}, the label {verdict})")
-    analyses = _ANALYZE.findall(section)
+    analyses = list(_ANALYZE.finditer(section))
     if len(analyses) > 1:
         raise _fail("two-analyses", k)
-    analysis = _LEAD_IN.sub("", analyses[0]).strip() if analyses else ""
+    analysis = _LEAD_IN.sub("", analyses[0].group(1)).strip() if analyses else ""
     if not analysis:
         raise _fail("no-analysis", k)
-    verifies = _VERIFY.findall(section)
-    if not verifies:
-        raise _fail("no-verify", k)
-    if len(verifies) > 1:
-        raise _fail("two-verifies", k)
-    rounds, interpretation = _code_rounds(k, verifies[0])
+    verify = _verify_part(k, section[analyses[0].end() :])
+    rounds, interpretation = _code_rounds(k, verify)
     parts = TurnParts(k, _line(analysis), tuple(rounds), _line(interpretation.strip()), verdict)
     problem = turn_problem(parts)
     if problem is not None:
         raise _fail(problem, k)
     return parts
+
+
+def _verify_part(k: int, rest: str) -> str:
+    """The verify part after the analysis: inside ``<verify>``, or, when the teacher wrote no such tag
+    (small models skip it), everything up to a ``</verify>`` or the section's end.
+    """
+    opened = rest.count(_VERIFY_OPEN)
+    if opened > 1:
+        raise _fail("two-verifies", k)
+    if opened == 1:
+        match = _VERIFY.search(rest)
+        if match is None:
+            raise _fail("no-verify", k)
+        return match.group(1)
+    close = rest.find(_VERIFY_CLOSE)
+    return rest if close < 0 else rest[:close]
 
 
 def _code_rounds(k: int, verify: str) -> tuple[list[CodeRound], str]:

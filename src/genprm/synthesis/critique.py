@@ -15,7 +15,10 @@ critique stands for.
 * ``eos``: it ended its turn without ``</think>`` (general models do); concluded the same way;
 * ``length``: the ``max_tokens`` budget ran out; concluded from the last complete verification;
 * ``code-rounds``: the ``max_code_rounds``-th code block ran; generation stops, concluded likewise;
-* ``no-verify``: the text has no ``</verify>`` to conclude from: no index is drawn (``index`` None).
+* ``no-verify``: nothing to conclude from (no ``</verify>`` and no code output): no index is drawn.
+
+The released rule cuts at the last ``</verify>``; a teacher that never closes a verify part (small
+models often skip the tags) is cut after its last code output instead, so its index is still read.
 """
 
 from __future__ import annotations
@@ -176,60 +179,82 @@ def critique_solution(
     """
     started = time.perf_counter()
     prompt = continuation_prompt(chat, teacher_messages(problem, steps), "")
-    text, runs, finish, generated = _think(engine, prompt, settings, seed, run_code)
-    cut = text.rfind(VERIFY_CLOSE)
-    if cut < 0:
+    draft = _think(engine, prompt, settings, seed, run_code)
+    cut = draft.conclusion_cut()
+    if cut is None:
         return TeacherCritique(
-            normalise_verdict_case(text), runs, [], None, "no-verify", generated,
+            normalise_verdict_case(draft.text), draft.runs, [], None, "no-verify", draft.generated,
             time.perf_counter() - started, agreement=settings.agreement,
         )
-    concluded = text[:cut] + FINAL_CONCLUSION
+    concluded = draft.text[:cut] + FINAL_CONCLUSION
     params = _params(settings, settings.index_max_tokens, (INDEX_STOP,), derive_seed(seed, "index"),
                      n=settings.index_samples)
     [draws] = engine.sample([GenerationRequest(prompt + concluded, params)])
-    generated += sum(d.completion_tokens for d in draws)
     samples = [parse_index(d.text, len(steps)) for d in draws]
     return TeacherCritique(
         text=normalise_verdict_case(concluded),
-        code_runs=runs,
+        code_runs=draft.runs,
         index_samples=samples,
         index=agreed_index(samples, settings.agreement),
-        finish=finish,
-        generated_tokens=generated,
+        finish=draft.finish,
+        generated_tokens=draft.generated + sum(d.completion_tokens for d in draws),
         seconds=time.perf_counter() - started,
         index_texts=[d.text for d in draws],
         agreement=settings.agreement,
     )
 
 
+@dataclass
+class _Draft:
+    """The critique as generated, before its conclusion."""
+
+    text: str = TEACHER_PREFILL
+    runs: list[CodeRun] = field(default_factory=list)
+    finish: str = ""
+    generated: int = 0
+    output_end: int | None = None
+    """Where the last spliced code output ends in ``text``."""
+
+    def conclusion_cut(self) -> int | None:
+        """Where the Final Conclusion goes: at the last ``</verify>`` (the released rule); a teacher that
+        never closes a verify part (small models skip the tags) is cut after its last code output.
+        """
+        at = self.text.rfind(VERIFY_CLOSE)
+        return at if at >= 0 else self.output_end
+
+
 def _think(
     engine: Engine, prompt: str, settings: CritiqueSettings, seed: int, run_code: Callable[[str], str]
-) -> tuple[str, list[CodeRun], str, int]:
-    """Generate the critique chunk by chunk, running code; returns (text, runs, finish, tokens)."""
-    text, generated, calls = TEACHER_PREFILL, 0, 0
-    runs: list[CodeRun] = []
+) -> _Draft:
+    """Generate the critique chunk by chunk, running code, until it ends (see the module docstring)."""
+    draft, calls = _Draft(), 0
     while True:
-        remaining = settings.max_tokens - generated
+        remaining = settings.max_tokens - draft.generated
         if remaining <= 0:
-            return text, runs, "length", generated
+            draft.finish = "length"
+            return draft
         params = _params(settings, remaining, TEACHER_STOPS, derive_seed(seed, "chunk", calls))
-        [out] = engine.generate([GenerationRequest(prompt + text, params)])
+        [out] = engine.generate([GenerationRequest(prompt + draft.text, params)])
         calls += 1
-        generated += out.completion_tokens
-        text += out.text
+        draft.generated += out.completion_tokens
+        draft.text += out.text
         if out.stop_string == THINK_END:
-            return text, runs, "conclusion", generated
+            draft.finish = "conclusion"
+            return draft
         if out.stop_string != CODE_BLOCK_END:
-            return text, runs, "length" if out.finish_reason == "length" else "eos", generated
+            draft.finish = "length" if out.finish_reason == "length" else "eos"
+            return draft
         code = last_code_block(out.text)
         if code is None:
             continue  # a fence of something other than a python block (the teacher quoting output)
         clock = time.perf_counter()
         output = run_code(code)
-        runs.append(CodeRun(round=len(runs) + 1, code=code, output=output, seconds=time.perf_counter() - clock))
-        text += code_output_block(output)
-        if len(runs) >= settings.max_code_rounds:
-            return text, runs, "code-rounds", generated
+        draft.runs.append(CodeRun(len(draft.runs) + 1, code, output, time.perf_counter() - clock))
+        draft.text += code_output_block(output)
+        draft.output_end = len(draft.text)
+        if len(draft.runs) >= settings.max_code_rounds:
+            draft.finish = "code-rounds"
+            return draft
 
 
 def _params(
