@@ -14,6 +14,7 @@ from markupsafe import Markup
 from genprm.report import plots
 from genprm.report.run import Json, RunResults, load_run
 from genprm.report.samples import final_method, sample_views
+from genprm.report.synthesis import is_synthesis_run, write_synthesis_report
 from genprm.report.templates import SCRIPT, STYLE, TEMPLATES
 from genprm.store import RunStore
 
@@ -28,7 +29,10 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, limit: i
     """Write the report of ``run_dir`` (into ``out``, default ``RUN/report``); returns the page's path.
 
     ``limit`` keeps at most that many samples per subset on the page (the figures always use all).
+    A ``genprm synth`` run folder gets the synthesis page instead (``limit``: solutions on the page).
     """
+    if is_synthesis_run(run_dir):
+        return write_synthesis_report(run_dir, Path(out or Path(run_dir) / REPORT_DIR) / PAGE_FILE, limit=limit)
     run = load_run(run_dir)
     folder = Path(out) if out is not None else run.dir / REPORT_DIR
     folder.mkdir(parents=True, exist_ok=True)
