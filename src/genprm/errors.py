@@ -67,6 +67,17 @@ class EngineError(GenPRMError):
         super().__init__(message + detail)
 
 
+class ContextOverflowError(EngineError):
+    """A prompt does not fit the model's context: deterministic, so a path hitting it is recorded as
+    unreadable (reason ``context``) rather than retried or allowed to stop the run.
+    """
+
+    def __init__(self, prompt_tokens: int, context: int) -> None:
+        super().__init__(f"prompt of {prompt_tokens} tokens does not fit the context of {context}")
+        self.prompt_tokens = prompt_tokens
+        self.context = context
+
+
 class MissingDependencyError(GenPRMError, ImportError):
     """An optional backend was chosen but its package is not installed."""
 
@@ -78,3 +89,13 @@ class MissingDependencyError(GenPRMError, ImportError):
 
 class SandboxUnavailableError(GenPRMError):
     """The sandbox itself could not start or talk to its worker (not: the model's code failed)."""
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failure may go away on a retry: a server or engine failing, the sandbox unable to
+    start, the machine out of memory. Anything else (bad input or settings, a prompt too long for the
+    context, a bug) happens again the same way, so a resumed run does not retry it unless asked.
+    """
+    if isinstance(exc, ContextOverflowError):
+        return False
+    return isinstance(exc, (EngineError, SandboxUnavailableError, MemoryError, OSError, TimeoutError))

@@ -22,6 +22,7 @@ from genprm.cli.options import (
     MinPaths,
     Model,
     NCtx,
+    RetryFailed,
     RunDir,
     Seed,
     ServedModel,
@@ -105,6 +106,7 @@ def processbench_command(
     n_ctx: NCtx = None,
     threads: Threads = None,
     chat_template: ChatTemplateFile = None,
+    retry_failed: RetryFailed = False,
 ) -> None:
     """ProcessBench: F1 per subset and Avg for Pass@1 and Maj@k, a threshold sweep, and optionally the critic."""
     with fail_on_errors():
@@ -121,14 +123,16 @@ def processbench_command(
         )
         template = read_template(chat_template)
         if stored_only:
-            judge = CriticSettings(max_tokens=critic_max_tokens) if critic else None
-            _print_stored(run, samples, config, model, judge, template_fields(template, None) if template else None)
+            judged = CriticSettings(max_tokens=critic_max_tokens) if critic else None
+            _print_stored(run, samples, config, model, judged, template_fields(template, None) if template else None)
             return
         part = Shard.parse(shard) if shard else None
         mine = f" (shard {part.index}/{part.count}: {len(part.pick(samples))} of them)" if part else ""
         err.print(f"{len(samples)} samples{mine}; results in {run}/", highlight=False)
         with RunStore(run) as store, load_engine(engine, model, **options) as llm, phase_bar() as bar:
-            scorer = StoreScorer(store, llm, config, chat_template=template, concurrency=concurrency)
+            scorer = StoreScorer(
+                store, llm, config, chat_template=template, concurrency=concurrency, retry_failed=retry_failed
+            )
             judge = None
             if critic:
                 judge = Critic(store, ChatModel(llm, template), CriticSettings(max_tokens=critic_max_tokens))
@@ -157,6 +161,8 @@ def _print_stored(
 def _print_partial(figures: StoredFigures, why: str) -> None:
     print_processbench(err, figures.results)
     note = f"{figures.stored} of {figures.total} samples have every path ({why})"
+    if figures.failed:
+        note += f"; {figures.failed} failed (counted as wrong)"
     if figures.critic_missing:
         note += f"; critic row left out ({figures.critic_missing} of them not judged yet)"
     err.print(note, highlight=False)
@@ -193,6 +199,7 @@ def bon_command(
     n_ctx: NCtx = None,
     threads: Threads = None,
     chat_template: ChatTemplateFile = None,
+    retry_failed: RetryFailed = False,
 ) -> None:
     """Best-of-N: accuracy per budget of argmax and reward-weighted votes over last/min/mean/product scores,
     beside Pass@1, Maj@N and Pass@N.
@@ -213,7 +220,9 @@ def bon_command(
             f"{len(problems)} problems x {len(problems[0].responses)} responses; results in {run}/", highlight=False
         )
         with RunStore(run) as store, load_engine(engine, model, **options) as llm, phase_bar() as bar:
-            scorer = StoreScorer(store, llm, config, chat_template=template, concurrency=concurrency)
+            scorer = StoreScorer(
+                store, llm, config, chat_template=template, concurrency=concurrency, retry_failed=retry_failed
+            )
             results = bon_eval.evaluate_bon(problems, scorer, on_progress=phase_updater(bar))
         print_bon(err, results)
         err.print(f"figures saved to {run / bon_eval.RESULT_FILE}", highlight=False)

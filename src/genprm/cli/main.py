@@ -40,6 +40,7 @@ from genprm.cli.options import (
 from genprm.cli.refine import refine_command
 from genprm.cli.report import report_command
 from genprm.cli.summary import ComputeTotals, print_compute_total, print_solution, saves_compute
+from genprm.cli.synth import synth_app
 from genprm.engines.models import REGISTRY, model_dir
 from genprm.errors import GenPRMError
 from genprm.io import count_records
@@ -54,6 +55,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(eval_app, name="eval")
+app.add_typer(synth_app, name="synth")
 app.command("report")(report_command)
 app.command("refine")(refine_command)
 
@@ -132,8 +134,13 @@ def verify_command(
         totals = ComputeTotals(top_mode=config.levels[-1].value)
 
         def report(event: VerifyProgress) -> None:
-            note = f"{event.skipped} already done" if event.skipped else ""
-            bar.update(task, completed=event.done + event.skipped, note=note)
+            notes = [f"{event.skipped} already done"] * bool(event.skipped)
+            notes += [f"{event.failed} failed"] * bool(event.failed)
+            bar.update(task, completed=event.done + event.skipped + event.failed, note=", ".join(notes))
+            if event.failure is not None:
+                label = event.failure.record.get("id", event.failure.key[:12])
+                bar.console.print(f"[red]{label}: failed[/] ({event.failure.error}); recorded, going on",
+                                  highlight=False)
             if event.result is None:
                 return
             totals.add(event.result)

@@ -25,7 +25,11 @@ ServedModel = Annotated[str | None, typer.Option(help="openai engine: the model 
 Tokenizer = Annotated[
     str | None, typer.Option(help="openai engine: a GGUF path or model name whose tokenizer and chat template to use.")
 ]
-NCtx = Annotated[int | None, typer.Option(help="llama.cpp context length (default: min(16384, model's)).")]
+NCtx = Annotated[
+    int | None,
+    typer.Option(help="Context length in tokens (llama.cpp n_ctx, vLLM max_model_len; default: the model's own, "
+                 "within a memory bound)."),
+]
 Threads = Annotated[int | None, typer.Option(help="llama.cpp CPU threads (default: all cores).")]
 ChatTemplateFile = Annotated[Path | None, typer.Option(help="A Jinja chat template file overriding the model's.")]
 Concurrency = Annotated[
@@ -67,6 +71,14 @@ AdaptiveMargin = Annotated[float, typer.Option(help="--adaptive-n: stop once |me
 MaxStepTokens = Annotated[int, typer.Option(help="Generated-token budget per step and path.")]
 Temperature = Annotated[float, typer.Option(help="Sampling temperature.")]
 Seed = Annotated[int, typer.Option(help="Base random seed.")]
+RetryFailed = Annotated[
+    bool,
+    typer.Option(
+        "--retry-failed",
+        help="Verify again the samples whose last attempt failed for a reason that would recur (a bug, a bad "
+        "record); transient failures (a server or the sandbox down) are always retried.",
+    ),
+]
 RunDir = Annotated[
     Path,
     typer.Option(
@@ -83,6 +95,8 @@ def engine_options(
     """The engine-specific keyword arguments for :func:`genprm.engines.load_engine`."""
     if engine == "llamacpp":
         return {k: v for k, v in {"n_ctx": n_ctx, "n_threads": threads}.items() if v is not None}
+    if engine == "vllm":
+        return {} if n_ctx is None else {"max_model_len": n_ctx}
     if engine == "openai":
         if base_url is None:
             raise ConfigError("--engine", engine, "needs --base-url, the server's URL")

@@ -24,6 +24,7 @@ from genprm.cli.options import (
     MinPaths,
     Model,
     NCtx,
+    RetryFailed,
     RunDir,
     ServedModel,
     StopAtFirstError,
@@ -61,7 +62,7 @@ def refine_command(
                           "problem, the latest answer and the new critique (the released code).")
     ] = "full",
     instruction: Annotated[
-        str, typer.Option(help="Appended to the problem on its own line in the policy's first turn ('' for none).")
+        str, typer.Option(help="Appended to the problem after a blank line in the policy's first turn ('' for none).")
     ] = DEFAULT_INSTRUCTION,
     policy_model: Annotated[
         str | None, typer.Option(help="The policy model (same forms as --model); default: --model, loaded once.")
@@ -72,7 +73,14 @@ def refine_command(
     ] = None,
     policy_served_model: Annotated[str | None, typer.Option(help="openai policy engine: the served name.")] = None,
     policy_chat_template: Annotated[Path | None, typer.Option(help="A Jinja chat template for the policy.")] = None,
-    policy_max_tokens: Annotated[int, typer.Option(help="Token budget of one policy answer.")] = 2048,
+    policy_max_tokens: Annotated[
+        int, typer.Option(help="Token budget of one policy answer (the released code's 16384; capped by what the "
+                          "policy's context leaves after the prompt).")
+    ] = 16384,
+    critique_from: Annotated[
+        str, typer.Option(help="Whose analysis of the critiqued step the policy sees: first (path 0, the history "
+                          "the released code keeps) or worst (the path with the lowest reward there).")
+    ] = "first",
     policy_temperature: Annotated[float, typer.Option(help="Policy sampling temperature.")] = 0.7,
     policy_top_p: Annotated[float, typer.Option(help="Policy nucleus sampling mass.")] = 0.8,
     policy_top_k: Annotated[int, typer.Option(help="Policy top-k (0 disables).")] = 20,
@@ -96,6 +104,7 @@ def refine_command(
     n_ctx: NCtx = None,
     threads: Threads = None,
     chat_template: ChatTemplateFile = None,
+    retry_failed: RetryFailed = False,
 ) -> None:
     """Critique-refine: the verifier critiques the first wrong step, the policy answers again; accuracy per round."""
     with fail_on_errors():
@@ -104,6 +113,7 @@ def refine_command(
             history=history,  # type: ignore[arg-type]  # checked by RefineSettings, named in its error
             instruction=instruction, max_tokens=policy_max_tokens, temperature=policy_temperature,
             top_p=policy_top_p, top_k=policy_top_k, seed=seed,
+            critique=critique_from,  # type: ignore[arg-type]  # checked by RefineSettings, named in its error
         )
         compute = compute_fields(
             mode, stop_at_first_error=stop_at_first_error, cascade=cascade, cascade_band=cascade_band,
@@ -129,7 +139,7 @@ def refine_command(
                 (chosen_engine, policy_model or model, policy_options),
             )
             scorer = StoreScorer(store, verifier, config, chat_template=read_template(chat_template),
-                                 concurrency=concurrency)
+                                 concurrency=concurrency, retry_failed=retry_failed)
             refiner = Refiner(store, ChatModel(policy, read_template(policy_chat_template)), scorer, settings)
             results = evaluate_refine(problems, refiner, phase_updater(bar))
         print_refine(err, results)

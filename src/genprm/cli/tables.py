@@ -20,6 +20,13 @@ def _cell(score: SubsetScore) -> str:
     return f"{pct(score.f1)} ({pct(score.error_acc)}/{pct(score.correct_acc)}, n={score.n_error}+{score.n_correct})"
 
 
+def _average(results: ProcessBenchResults, method: str) -> str:
+    """The Avg cell: the mean F1, saying how many subsets it rests on when not all of them."""
+    rests_on, total = len(results.averaged_subsets(method)), len(results.subsets)
+    value = pct(results.average(method))
+    return value if rests_on == total or rests_on == 0 else f"{value} of {rests_on}/{total}"
+
+
 def print_processbench(console: Console, results: ProcessBenchResults) -> None:
     """Per method: F1 per subset (error acc / correct acc, sample counts) and Avg; then published rows."""
     table = Table()
@@ -27,12 +34,19 @@ def print_processbench(console: Console, results: ProcessBenchResults) -> None:
     for subset in results.subsets:
         table.add_column(subset, justify="right")
     table.add_column("Avg", justify="right", style="bold")
+    partial = False
     for method, per in results.rows.items():
-        table.add_row(method, *[_cell(per[s]) for s in results.subsets], pct(results.average(method)))
-    print_table(
-        console, table, f"ProcessBench F1 — {results.model}, threshold {results.threshold}",
-        "cell: F1 (acc. on erroneous / acc. on correct, n = erroneous + correct samples)",
-    )
+        partial |= len(results.averaged_subsets(method)) < len(results.subsets)
+        table.add_row(method, *[_cell(per[s]) for s in results.subsets], _average(results, method))
+    caption = "cell: F1 (acc. on erroneous / acc. on correct, n = erroneous + correct samples)"
+    if partial:
+        caption += "; Avg 'of k/m': the mean over the k subsets with an F1"
+    print_table(console, table, f"ProcessBench F1 — {results.model}, threshold {results.threshold}", caption)
+    if results.failed:
+        console.print(
+            f"{len(results.failed)} sample(s) failed and count as wrong (their reasons are in processbench.json; "
+            "--retry-failed tries them again)", highlight=False,
+        )
     published = Table()
     published.add_column("model")
     published.add_column("Pass@1 / single", justify="right")

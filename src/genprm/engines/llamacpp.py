@@ -37,7 +37,7 @@ from genprm.engines.base import (
     TokenLogprobs,
 )
 from genprm.engines.models import resolve_gguf
-from genprm.errors import EngineError, ModelNotFoundError
+from genprm.errors import ContextOverflowError, ModelNotFoundError
 from genprm.tokens import common_prefix_length, with_bos
 
 DEFAULT_CTX = 16384
@@ -186,7 +186,7 @@ class LlamaCppEngine(Engine):
     def _check_room(self, n_prompt: int, n_new: int) -> int:
         room = self.llm.n_ctx() - n_prompt
         if room <= 0:
-            raise EngineError(f"prompt of {n_prompt} tokens does not fit the context of {self.llm.n_ctx()}")
+            raise ContextOverflowError(n_prompt, self.llm.n_ctx())
         return min(n_new, room)
 
     # -- operations -----------------------------------------------------------------------------

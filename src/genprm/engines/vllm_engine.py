@@ -48,7 +48,7 @@ from genprm.engines.base import (
     Prompt,
     TokenLogprobs,
 )
-from genprm.errors import ConfigError, EngineError, ModelNotFoundError
+from genprm.errors import ConfigError, ContextOverflowError, EngineError, ModelNotFoundError
 from genprm.tokens import with_bos
 
 DEFAULT_CTX = 16384
@@ -223,7 +223,7 @@ class VLLMEngine(Engine):
         if n_prompt == 0:
             raise EngineError("empty prompt")
         if room <= 0:
-            raise EngineError(f"prompt of {n_prompt} tokens does not fit the context of {self.max_model_len}")
+            raise ContextOverflowError(n_prompt, self.max_model_len)
         return min(n_new, room)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

@@ -24,6 +24,7 @@ from genprm.evaluation.scoring import (
     path_settings_key,
     reward_matrix,
     stored_compute,
+    stored_failure,
 )
 from genprm.io import SolutionInput, validate_record, write_json_atomic
 from genprm.store import RunStore
@@ -130,9 +131,17 @@ class ProcessBenchResults:
     """Adaptive options or early stopping: paths depend on each other, so only the run's own Maj@N."""
     compute: dict[str, Any] | None = None
     """With ``paths_dependent``: path-steps run against fixed N on the same steps, and tokens."""
+    failed: dict[str, str] = field(default_factory=dict)
+    """Sample key -> why its verification failed; such a sample counts as wrong in every row."""
 
     def average(self, method: str) -> float | None:
         return average_f1(list(self.rows[method].values()))
+
+    def averaged_subsets(self, method: str) -> list[str]:
+        """The subsets ``average(method)`` rests on: those with an F1 (a subset without erroneous or
+        without correct samples has none).
+        """
+        return [s for s, score in self.rows[method].items() if score.f1 is not None]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -145,6 +154,8 @@ class ProcessBenchResults:
             "subsets": self.subsets,
             "rows": {m: {s: asdict(v) for s, v in per.items()} for m, per in self.rows.items()},
             "average": {m: self.average(m) for m in self.rows},
+            "average_of": {m: self.averaged_subsets(m) for m in self.rows},
+            "failed": len(self.failed),
             "sweep": [{"threshold": t, "f1_avg": f} for t, f in self.sweep],
             "paths_dependent": self.paths_dependent,
             "compute": self.compute,
@@ -192,19 +203,25 @@ def compute_results(
     sweep_step: float = 0.05,
     config: VerifyConfig | None = None,
     compute: dict[str, Any] | None = None,
+    failed: dict[str, str] | None = None,
 ) -> ProcessBenchResults:
     """All figures from saved rewards: ``matrices[sample key]`` is ``[step][path]``.
 
     ``config`` (the verifier's) says whether paths depend on each other, which limits the methods
-    and the sweep to what the saved rewards determine exactly.
+    and the sweep to what the saved rewards determine exactly. ``failed`` (sample key -> reason)
+    names samples whose verification failed: they have no matrix and count as wrong.
     """
     dependent = config is not None and not config.paths_independent
     chosen = methods(n, paths_dependent=dependent)
     subsets = list(dict.fromkeys(s.subset for s in samples))
     rows: dict[str, dict[str, SubsetScore]] = {}
+    failures = failed or {}
+
+    def predict(s: ProcessBenchSample, k: int, t: float) -> int | None:
+        return None if s.item.key in failures else predicted_first_error(matrices[s.item.key], k, t)
 
     def maj(k: int, t: float) -> dict[str, SubsetScore]:
-        return _score_by_subset(samples, subsets, lambda s: predicted_first_error(matrices[s.item.key], k, t))
+        return _score_by_subset(samples, subsets, lambda s: predict(s, k, t))
 
     for name, k in chosen:
         rows[name] = maj(k, threshold)
@@ -218,13 +235,14 @@ def compute_results(
             "subset": s.subset,
             "label": s.label,
             "steps": len(s.item.steps),
-            "predictions": {name: predicted_first_error(matrices[s.item.key], k, threshold) for name, k in chosen},
+            "predictions": {name: predict(s, k, threshold) for name, k in chosen},
             **({"critic": critic.get(s.item.key)} if critic is not None else {}),
+            **({"failed": failures[s.item.key]} if s.item.key in failures else {}),
         }
         for s in samples
     ]
     return ProcessBenchResults(
-        model, n, threshold, settings, subsets, rows, sweep, per_sample, critic_settings, dependent, compute
+        model, n, threshold, settings, subsets, rows, sweep, per_sample, critic_settings, dependent, compute, failures
     )
 
 
@@ -296,14 +314,16 @@ class StoredFigures:
 
     results: ProcessBenchResults
     stored: int
-    """Samples with every path the settings ask for (the figures rest on these)."""
+    """Samples with every path the settings ask for (the figures rest on these and the failed ones)."""
     total: int
     critic_missing: int
     """Stored samples without a critic judgement (the critic row is left out unless this is 0)."""
+    failed: int = 0
+    """Samples whose verification failed (counted as wrong; ``--retry-failed`` tries them again)."""
 
     @property
     def complete(self) -> bool:
-        return self.stored == self.total and self.critic_missing == 0
+        return self.stored + self.failed == self.total and self.critic_missing == 0
 
 
 def stored_figures(
@@ -321,20 +341,22 @@ def stored_figures(
     """
     key = path_settings_key(model_id, config, template)
     ready = [s for s in samples if complete(store, s.item, key, config)]
+    failures = {s.item.key: f.reason for s in samples if (f := stored_failure(store, s.item, key, config))}
+    counted = [s for s in samples if s in ready or s.item.key in failures]
     predictions, missing = None, 0
     reader = Critic(store, None, critic, model_id=model_id, template=template) if critic is not None else None
     if reader is not None:
-        judged = reader.stored_predictions([s.item for s in ready])
-        missing = len(ready) - len(judged)
+        judged = reader.stored_predictions([s.item for s in counted])
+        missing = len(counted) - len(judged)
         predictions = judged if missing == 0 else None
     usage = None if config.paths_independent else stored_compute(store, [s.item for s in ready], key)
     results = compute_results(
-        ready, matrices_from_store(store, ready, key, config.n), model=model_id, n=config.n,
+        counted, matrices_from_store(store, ready, key, config.n), model=model_id, n=config.n,
         threshold=config.threshold, settings=key, critic=predictions,
         critic_settings=reader.key if reader else None, config=config,
-        compute=_compute_figures(usage, config.n * sum(len(s.item.steps) for s in ready)),
+        compute=_compute_figures(usage, config.n * sum(len(s.item.steps) for s in ready)), failed=failures,
     )
-    return StoredFigures(results, len(ready), len(samples), missing)
+    return StoredFigures(results, len(ready), len(samples), missing, len(failures))
 
 
 def _compute_figures(usage: ComputeUsage | None, every_step: int) -> dict[str, Any] | None:

@@ -78,16 +78,29 @@ def refine_turn(step: str, critique: str) -> str:
 
 
 def first_user_turn(problem: str, instruction: str) -> str:
-    """The policy's first turn: the problem, then the instruction on its own line (if any)."""
-    return f"{problem}\n{instruction}" if instruction else problem
+    """The policy's first turn: the problem, a blank line, then the instruction (as the released code)."""
+    return f"{problem}\n\n{instruction}" if instruction else problem
 
 
 def worst_path(rewards: Sequence[float | None]) -> int | None:
     """The path with the lowest readable reward at a step (the first on ties): its analysis argues the
-    error most firmly, so its critique is the one the policy sees. ``None`` if none is readable.
+    error most firmly. ``None`` if none is readable.
     """
     readable = [(reward, j) for j, reward in enumerate(rewards) if reward is not None]
     return min(readable)[1] if readable else None
+
+
+CritiquePath = Literal["first", "worst"]
+CRITIQUE_PATHS: tuple[str, ...] = ("first", "worst")
+"""first: path 0's analysis, the history the released code keeps (its paths share path 0's turns).
+worst: the path with the lowest reward at the step."""
+
+
+def critique_path(rewards: Sequence[float | None], choice: CritiquePath) -> int | None:
+    """Which path's analysis of the critiqued step the policy sees."""
+    if choice == "worst":
+        return worst_path(rewards)
+    return 0 if rewards else None
 
 
 # -- settings and records ------------------------------------------------------------------------
@@ -100,7 +113,9 @@ class RefineSettings:
     rounds: int = 3
     history: History = "full"
     instruction: str = DEFAULT_INSTRUCTION
-    max_tokens: int = 2048
+    max_tokens: int = 16384
+    """The released code's budget; every engine caps it at what the context leaves after the prompt."""
+    critique: CritiquePath = "first"
     temperature: float = 0.7
     top_p: float = 0.8
     top_k: int = 20
@@ -111,6 +126,8 @@ class RefineSettings:
             raise ConfigError("rounds", self.rounds, "must be 0 or more")
         if self.history not in HISTORIES:
             raise ConfigError("history", self.history, f"choose one of {', '.join(HISTORIES)}")
+        if self.critique not in CRITIQUE_PATHS:
+            raise ConfigError("critique", self.critique, f"choose one of {', '.join(CRITIQUE_PATHS)}")
         self.sampling(0)  # validates the sampling fields
 
     def sampling(self, round_: int) -> SamplingParams:
@@ -123,8 +140,9 @@ class RefineSettings:
     def policy_dict(self) -> dict[str, Any]:
         """What shapes the policy's first answer (round 0's store key)."""
         shaping = asdict(self)
-        del shaping["rounds"], shaping["history"]
-        return {"method": "refine-policy", **shaping}
+        del shaping["rounds"], shaping["history"], shaping["critique"]
+        # version 2: the first turn puts a blank line between the problem and the instruction
+        return {"method": "refine-policy", "version": 2, **shaping}
 
 
 @dataclass(frozen=True)
@@ -210,7 +228,7 @@ class Refiner:
         shaping = {**self.settings.policy_dict(), **policy.template_fields()}
         self.policy_key = settings_key(policy_id, shaping, ignore=())
         loop = {"method": KIND, "policy": self.policy_key, "verifier": scorer.settings, "n": scorer.config.n,
-                "history": self.settings.history}
+                "history": self.settings.history, "critique": self.settings.critique}
         self.key = settings_key(policy_id, loop, ignore=())
 
     def _settings(self, round_: int) -> str:
@@ -290,7 +308,7 @@ class Refiner:
         return SolutionInput(problem=problem.problem, steps=steps, record=record, position=0)
 
     def _finding(self, item: SolutionInput) -> Finding:
-        """First step below the threshold (Maj@N rewards) and the worst path's analysis of it."""
+        """First step below the threshold (Maj@N rewards) and the chosen path's analysis of it."""
         n, threshold = self.scorer.config.n, self.scorer.config.threshold
         turns = self.store.paths(item.key, self.scorer.settings, n)
         matrix = reward_matrix(turns, len(item.steps), n)
@@ -298,7 +316,7 @@ class Refiner:
         first = first_error_of(rewards, threshold)
         if first < 0:
             return Finding(-1, rewards)
-        path = worst_path(matrix[first])
+        path = critique_path(matrix[first], self.settings.critique)
         turn = turns_by_step(turns[path]).get(first, {}) if path is not None and path in turns else {}
         text = str(turn.get("text", ""))
         return Finding(first, rewards, item.steps[first], critique_of(text))

@@ -18,12 +18,14 @@ from genprm.io import SolutionInput
 from genprm.protocol.chat import template_fields
 from genprm.store import RunStore, settings_key
 from genprm.verifier.config import VerifyConfig
-from genprm.verifier.records import ComputeUsage, SolutionResult
-from genprm.verifier.scheduler import Scheduler
+from genprm.verifier.records import ComputeUsage, SolutionFailure, SolutionResult
+from genprm.verifier.scheduler import Scheduler, attempt
 from genprm.verifier.solution import SolutionVerifier
 
 COMPUTE_KIND = "compute"
 """Store items holding each sample's :class:`ComputeUsage` (kept beside its paths)."""
+FAILED_KIND = "failed"
+"""Store items recording why a sample's verification failed (its latest attempt)."""
 
 RewardMatrix = list[list[float | None]]
 """``matrix[step][path]``: a path's reward at a step; ``None`` when unreadable or not computed."""
@@ -34,7 +36,11 @@ class ScoringProgress:
     done: int
     total: int
     reused: int
-    """Samples whose paths were all in the store already."""
+    """Samples whose paths were all in the store already (or whose failure is not retried)."""
+    failed: int = 0
+    """Samples whose verification failed in this call (recorded; the run goes on)."""
+    failure: SolutionFailure | None = None
+    """The sample that just failed, if this event is about one."""
 
 
 Trajectory = list[dict[str, Any]]
@@ -130,6 +136,15 @@ def complete(store: RunStore, item: SolutionInput, key: str, config: VerifyConfi
     return all(j in have for j in range(config.n))
 
 
+def stored_failure(store: RunStore, item: SolutionInput, key: str, config: VerifyConfig) -> SolutionFailure | None:
+    """The recorded failure of ``item``'s last attempt under ``key``, unless its paths are all stored."""
+    value = store.item(FAILED_KIND, item.key, key)
+    if not isinstance(value, dict) or complete(store, item, key, config):
+        return None
+    return SolutionFailure(item.record, item.key, str(value.get("reason", "error")), str(value.get("error", "")),
+                           bool(value.get("transient")))
+
+
 def stored_compute(store: RunStore, items: Sequence[SolutionInput], key: str) -> ComputeUsage | None:
     """Compute spent on ``items`` as stored beside their paths; ``None`` if any lacks the record."""
     total = ComputeUsage()
@@ -152,13 +167,18 @@ class StoreScorer:
         *,
         chat_template: str | None = None,
         concurrency: int = 1,
+        retry_failed: bool = False,
     ) -> None:
+        """``retry_failed``: verify again samples whose last attempt failed for a reason that would
+        recur (transient failures are always retried).
+        """
         if config.paths != "independent":
             raise ValueError("stored evaluation needs independent paths (each path is stored on its own)")
         self.store = store
         self.engine = engine
         self.config = config
         self.concurrency = concurrency
+        self.retry_failed = retry_failed
         self.verifier = SolutionVerifier(engine, config, chat_template=chat_template)
         self.dependent = not config.paths_independent
         self.template = template_fields(self.verifier.chat.source, engine.chat_template)
@@ -167,10 +187,17 @@ class StoreScorer:
         )
 
     def missing(self, item: SolutionInput) -> list[int]:
+        failure = self.failure(item)
+        if failure is not None and not (failure.transient or self.retry_failed):
+            return []
         if self.dependent:  # stored in one transaction: any path means the whole sample
             return [] if complete(self.store, item, self.settings, self.config) else list(range(self.config.n))
         have = self.store.path_indices(item.key, self.settings)
         return [j for j in range(self.config.n) if j not in have]
+
+    def failure(self, item: SolutionInput) -> SolutionFailure | None:
+        """Why ``item``'s last attempt failed, if it did and its paths are not all stored since."""
+        return stored_failure(self.store, item, self.settings, self.config)
 
     def _path_ids(self, wanted: list[int]) -> list[int] | None:
         return None if self.dependent else wanted
@@ -182,7 +209,7 @@ class StoreScorer:
         wanted = {item.key: self.missing(item) for item in items}
         todo = [item for item in items if wanted[item.key]]
         reused = len(items) - len(todo)
-        done = reused
+        done, failed = reused, 0
 
         def finished(result: SolutionResult) -> None:
             nonlocal done
@@ -191,22 +218,30 @@ class StoreScorer:
             self.store.put_paths(result.key, result.record, self.settings, trajectories(result))
             done += 1
             if on_progress:
-                on_progress(ScoringProgress(done, len(items), reused))
+                on_progress(ScoringProgress(done, len(items), reused, failed))
+
+        def failure(failed_item: SolutionFailure) -> None:
+            nonlocal done, failed
+            value = failed_item.value()
+            self.store.put_item(FAILED_KIND, failed_item.key, self.settings, value, record=failed_item.record,
+                                replace=True)
+            done, failed = done + 1, failed + 1
+            if on_progress:
+                on_progress(ScoringProgress(done, len(items), reused, failed, failed_item))
 
         if on_progress:
             on_progress(ScoringProgress(done, len(items), reused))
         if self.concurrency <= 1:
             for item in todo:
-                finished(
-                    self.verifier.verify(
-                        item.problem, item.steps, record=item.record, key=item.key,
-                        path_ids=self._path_ids(wanted[item.key]),
-                    )
-                )
+                outcome = attempt(self.verifier, item, self._path_ids(wanted[item.key]))
+                if isinstance(outcome, SolutionFailure):
+                    failure(outcome)
+                else:
+                    finished(outcome)
             return
         scheduler = Scheduler(self.verifier, concurrency=self.concurrency)
         try:
-            scheduler.run(todo, finished, path_ids_of=lambda item: self._path_ids(wanted[item.key]))
+            scheduler.run(todo, finished, path_ids_of=lambda item: self._path_ids(wanted[item.key]), on_failure=failure)
         finally:
             scheduler.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,20 @@ class ResultWriter:
 
 
 def write_json_atomic(path: str | Path, value: Any) -> Path:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
+    """Write JSON through a temporary file and a rename, so a reader never sees half a file.
+
+    The temporary file's name is unique to this call, so writers finishing together (shards of one
+    run) never rename each other's half-written file; the last rename wins, whole.
+    """
     target = Path(path)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(target)
+    handle, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(json.dumps(value, indent=1, ensure_ascii=False))
+        os.chmod(tmp, 0o644)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return target

@@ -126,14 +126,18 @@ class RunStore:
             )
 
     def put_item(
-        self, kind: str, sample: str, settings: str, value: Any, *, slot: str = "", record: dict[str, Any] | None = None
+        self, kind: str, sample: str, settings: str, value: Any, *, slot: str = "",
+        record: dict[str, Any] | None = None, replace: bool = False,
     ) -> None:
-        """Store one other result (a critic judgement, a refinement round, ...) unless it is there."""
+        """Store one other result (a critic judgement, a refinement round, ...) unless it is there
+        (``replace``: overwrite it, for records that describe the latest attempt, such as a failure).
+        """
+        verb = "REPLACE" if replace else "IGNORE"
         with self._lock, self._transaction():
             if record is not None:
                 self._db.execute("INSERT OR IGNORE INTO samples(key, record) VALUES (?, ?)", (sample, _dumps(record)))
             self._db.execute(
-                "INSERT OR IGNORE INTO items(kind, sample, settings, slot, value, created) VALUES (?, ?, ?, ?, ?, ?)",
+                f"INSERT OR {verb} INTO items(kind, sample, settings, slot, value, created) VALUES (?, ?, ?, ?, ?, ?)",
                 (kind, sample, settings, slot, _dumps(value), time.time()),
             )
 

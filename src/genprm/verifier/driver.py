@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from genprm.engines.base import Engine
+from genprm.errors import ContextOverflowError
 from genprm.verifier.adaptive import Tally
 from genprm.verifier.path import Action, ExecuteCode, Generate, PathCancelled, PathCoroutine, ScoreTokens
 from genprm.verifier.records import PathStep
@@ -36,7 +37,12 @@ def drive(
 
     def advance(i: int, value: Any, cancel: bool = False) -> None:
         try:
-            pending[i] = coroutines[i].throw(PathCancelled()) if cancel else coroutines[i].send(value)
+            if cancel:
+                pending[i] = coroutines[i].throw(PathCancelled())
+            elif isinstance(value, ContextOverflowError):
+                pending[i] = coroutines[i].throw(value)
+            else:
+                pending[i] = coroutines[i].send(value)
         except StopIteration as done:
             pending.pop(i, None)
             results[i] = done.value
@@ -58,17 +64,37 @@ def drive(
 
 
 def _answer(engine: Engine, round_: list[tuple[int, Action]], runners: Sequence[CodeRunner]) -> dict[int, Any]:
-    """One round's answers: generations as one batch, verdict reads as another, then code runs."""
+    """One round's answers: generations as one batch, verdict reads as another, then code runs.
+
+    A request whose prompt does not fit the context is answered with the :class:`ContextOverflowError`
+    itself (thrown into its path, which records it as unreadable); the rest of its batch is answered.
+    """
     answers: dict[int, Any] = {}
     gens = [(i, a.request) for i, a in round_ if isinstance(a, Generate)]
     if gens:
-        answers.update(zip([i for i, _ in gens], engine.generate([r for _, r in gens])))
+        answers.update(_batch(engine.generate, gens))
     scores = [(i, a.request) for i, a in round_ if isinstance(a, ScoreTokens)]
     if scores:
-        answers.update(zip([i for i, _ in scores], engine.next_token_logprobs([r for _, r in scores])))
+        answers.update(_batch(engine.next_token_logprobs, scores))
     for i, action in round_:
         if isinstance(action, ExecuteCode):
             answers[i] = runners[i](action.code)
+    return answers
+
+
+def _batch(call: Callable[[list[Any]], list[Any]], pairs: list[tuple[int, Any]]) -> dict[int, Any]:
+    """``call`` on every request at once; if one overflows the context, each alone to find which."""
+    try:
+        return dict(zip([i for i, _ in pairs], call([r for _, r in pairs])))
+    except ContextOverflowError as exc:
+        if len(pairs) == 1:
+            return {pairs[0][0]: exc}
+    answers: dict[int, Any] = {}
+    for i, request in pairs:
+        try:
+            answers[i] = call([request])[0]
+        except ContextOverflowError as exc:
+            answers[i] = exc
     return answers
 
 

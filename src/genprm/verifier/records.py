@@ -10,6 +10,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from genprm.errors import ContextOverflowError, EngineError, InputError, SandboxUnavailableError, is_transient
+
 FORMAT_VERSION = 1
 
 StepStatus = Literal["scored", "unreadable", "skipped"]
@@ -158,6 +160,44 @@ class SolutionResult:
         ours = asdict(self)
         record = ours.pop("record")
         return {**record, **ours, "format_version": FORMAT_VERSION}
+
+
+@dataclass
+class SolutionFailure:
+    """A solution that could not be verified, recorded so that the run goes on without it.
+
+    ``transient`` failures (a server or the sandbox failing) are retried when a run resumes; others
+    (a bug, a bad record) would fail the same way again, so they are retried only when asked.
+    """
+
+    record: dict[str, Any]
+    key: str
+    reason: str
+    """A short category: ``engine``, ``sandbox``, ``context``, ``input`` or ``error``."""
+    error: str
+    """The exception's type and message, on one line."""
+    transient: bool
+
+    @classmethod
+    def of(cls, record: dict[str, Any], key: str, exc: BaseException) -> SolutionFailure:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        return cls(dict(record), key, _reason_of(exc), f"{type(exc).__name__}: {message}", is_transient(exc))
+
+    def value(self) -> dict[str, Any]:
+        """What a store keeps of it."""
+        return {"reason": self.reason, "error": self.error, "transient": self.transient}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSONL record of a failed input: its own fields, its key, and ``failed``."""
+        return {**self.record, "key": self.key, "failed": self.value(), "format_version": FORMAT_VERSION}
+
+
+def _reason_of(exc: BaseException) -> str:
+    for kind, reason in ((ContextOverflowError, "context"), (EngineError, "engine"),
+                         (SandboxUnavailableError, "sandbox"), (InputError, "input")):
+        if isinstance(exc, kind):
+            return reason
+    return "error"
 
 
 def first_error_of(step_rewards: list[float | None], threshold: float) -> int:

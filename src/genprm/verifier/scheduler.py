@@ -21,7 +21,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from genprm.io import SolutionInput
 from genprm.verifier.config import VerifyConfig
 from genprm.verifier.driver import ThreadedRunner
-from genprm.verifier.records import SolutionResult
+from genprm.verifier.records import SolutionFailure, SolutionResult
 from genprm.verifier.solution import SolutionVerifier
 
 
@@ -47,42 +47,66 @@ class Scheduler:
         items: Iterable[SolutionInput],
         on_result: Callable[[SolutionResult], None],
         path_ids_of: Callable[[SolutionInput], Sequence[int] | None] | None = None,
+        on_failure: Callable[[SolutionFailure], None] | None = None,
     ) -> None:
         """Verify ``items``; ``on_result`` is called (from this thread) as each solution finishes.
 
-        ``path_ids_of`` picks which paths of an item to run (default: all ``n``).
+        ``path_ids_of`` picks which paths of an item to run (default: all ``n``). A solution whose
+        verification raises goes to ``on_failure`` as a :class:`SolutionFailure` and the others go on;
+        without ``on_failure`` the first failure is raised once every solution in flight is delivered.
         """
-        stop = threading.Event()
+        failures: list[SolutionFailure] = []
+        report = on_failure or failures.append
+        stop = threading.Event()  # set when this loop ends early: queued solutions then do not start
+
+        def verify(item: SolutionInput, ids: Sequence[int] | None) -> SolutionResult | SolutionFailure:
+            if stop.is_set():
+                return SolutionFailure.of(item.record, item.key, RuntimeError("cancelled"))
+            return attempt(self.verifier, item, ids)
+
         with ThreadPoolExecutor(self.solutions_in_flight, thread_name_prefix="genprm-solution") as solutions:
-            running: set[Future[SolutionResult]] = set()
-
-            def verify(item: SolutionInput) -> SolutionResult:
-                if stop.is_set():
-                    raise RuntimeError("cancelled")
-                ids = path_ids_of(item) if path_ids_of else None
-                return self.verifier.verify(item.problem, item.steps, record=item.record, key=item.key, path_ids=ids)
-
+            running: set[Future[SolutionResult | SolutionFailure]] = set()
             try:
                 for item in items:
                     while len(running) >= self.solutions_in_flight:
-                        running = self._deliver(running, on_result)
-                    running.add(solutions.submit(verify, item))
+                        running = self._deliver(running, on_result, report)
+                    running.add(solutions.submit(verify, item, path_ids_of(item) if path_ids_of else None))
                 while running:
-                    running = self._deliver(running, on_result)
+                    running = self._deliver(running, on_result, report)
             finally:
                 stop.set()
+        if failures:
+            raise RuntimeError(f"{len(failures)} solution(s) failed; the first: {failures[0].error}")
 
     @staticmethod
     def _deliver(
-        running: set[Future[SolutionResult]], on_result: Callable[[SolutionResult], None]
-    ) -> set[Future[SolutionResult]]:
+        running: set[Future[SolutionResult | SolutionFailure]],
+        on_result: Callable[[SolutionResult], None],
+        on_failure: Callable[[SolutionFailure], None],
+    ) -> set[Future[SolutionResult | SolutionFailure]]:
         done, pending = wait(running, return_when=FIRST_COMPLETED)
         for future in done:
-            on_result(future.result())
+            outcome = future.result()  # attempt() never raises: a failure is a value
+            if isinstance(outcome, SolutionFailure):
+                on_failure(outcome)
+            else:
+                on_result(outcome)
         return set(pending)
 
     def close(self) -> None:
         self._paths.shutdown(wait=True)
+
+
+def attempt(
+    verifier: SolutionVerifier, item: SolutionInput, path_ids: Sequence[int] | None = None
+) -> SolutionResult | SolutionFailure:
+    """Verify one input; whatever it raises comes back as a :class:`SolutionFailure`, so that one bad
+    solution costs only itself (the sequential loops and the scheduler share this).
+    """
+    try:
+        return verifier.verify(item.problem, item.steps, record=item.record, key=item.key, path_ids=path_ids)
+    except Exception as exc:  # every failure of one solution is data for the run, never the run's end
+        return SolutionFailure.of(item.record, item.key, exc)
 
 
 def _paths_per_solution(config: VerifyConfig) -> int:

@@ -17,7 +17,7 @@ from genprm.engines.base import Engine
 from genprm.errors import ConfigError
 from genprm.protocol.chat import ChatTemplate, build_messages
 from genprm.protocol.parse import analysis_of, one_line
-from genprm.protocol.prompts import Mode, user_turn
+from genprm.protocol.prompts import VERDICTS, Mode, user_turn, verdict_close
 from genprm.sandbox import CodeSession, SandboxConfig
 from genprm.verifier.adaptive import Tally, decisive, uncertain
 from genprm.verifier.config import VerifyConfig
@@ -209,6 +209,10 @@ class SolutionVerifier:
             level_rewards.append(_mean(paths))
             if cancelled or not uncertain(level_rewards[-1], cfg.threshold, band):
                 break
+        decided = _step_verdict(_mean(paths), cfg.threshold)
+        for path in paths:
+            if not path.cancelled and not path.readable:
+                _close_with(path, decided)
         for path in paths[: 1 if cfg.paths == "shared" else len(paths)]:
             if not path.cancelled:
                 histories.commit(path)
@@ -270,6 +274,29 @@ class SolutionVerifier:
         for path, state in zip(paths, states):
             path.branched_from = state.branched_from
         return paths
+
+
+def _step_verdict(reward: float | None, threshold: float) -> str:
+    """The step's own verdict: No below the threshold, else Yes (also when no path was readable,
+    which ``first_error`` does not count as an error either).
+    """
+    return VERDICTS[1] if reward is not None and reward < threshold else VERDICTS[0]
+
+
+def _close_with(path: PathStep, verdict: str) -> None:
+    """Close an unreadable path's turn with the step's verdict.
+
+    Its own verdict could not be read, so writing "No" into later steps' history would invent a
+    judgement the model never made; the step's verdict (from the readable paths) is what the
+    verifier decided at that step. ``path.readable`` stays false and the reward stays ``None``.
+    """
+    for candidate in VERDICTS:
+        tail = verdict_close(candidate)
+        if path.text.endswith(tail):
+            path.text = path.text[: -len(tail)]
+            break
+    path.text += verdict_close(verdict)
+    path.verdict = verdict
 
 
 def _mean(paths: Sequence[PathStep]) -> float | None:

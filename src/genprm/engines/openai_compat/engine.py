@@ -42,7 +42,7 @@ from genprm.engines.openai_compat.wire import (
     logprob_body,
     logprob_value,
 )
-from genprm.errors import ConfigError, EngineError
+from genprm.errors import ConfigError, ContextOverflowError, EngineError
 
 # The package's logger, not this module's: its records keep the name they are filtered by.
 log = logging.getLogger(__package__)
@@ -182,7 +182,7 @@ class OpenAIEngine(Engine):
         if limit is None or n_prompt is None:
             return wanted
         if n_prompt >= limit:
-            raise EngineError(f"prompt of {n_prompt} tokens does not fit the context of {limit}")
+            raise ContextOverflowError(n_prompt, limit)
         return min(wanted, limit - n_prompt)
 
     def _generate_one(self, request: GenerationRequest) -> Generation:
