@@ -21,3 +21,23 @@ def test_a_narrow_table_does_not_wrap_its_title_or_caption():
     assert lines[0] == title
     assert lines[-1] == caption
     assert any(line.strip("│ ") == "1" for line in lines)
+
+
+def test_avg_says_how_many_subsets_it_rests_on():
+    from genprm.cli.tables import print_processbench
+    from genprm.evaluation.processbench import ProcessBenchSample, compute_results
+    from genprm.io import validate_record
+
+    def sample(subset, label, i):
+        return ProcessBenchSample(subset, label, validate_record({"problem": f"{subset}{i}", "steps": ["a", "b"]}, position=i))
+
+    # gsm8k has an erroneous and a correct sample (an F1); math only erroneous ones (no F1)
+    samples = [sample("gsm8k", 1, 0), sample("gsm8k", -1, 1), sample("math", 1, 2)]
+    matrices = {s.item.key: [[0.9], [0.2]] for s in samples}
+    results = compute_results(samples, matrices, model="m", n=1, threshold=0.5, settings="k")
+    assert results.averaged_subsets("Pass@1") == ["gsm8k"]
+    assert results.to_json()["average_of"] == {"Pass@1": ["gsm8k"]}
+    out = StringIO()
+    print_processbench(Console(file=out, width=200, force_terminal=False), results)
+    text = out.getvalue()
+    assert "of 1/2" in text and "mean over the k subsets with an F1" in text

@@ -282,3 +282,11 @@ def test_untrusted_text_stays_text_in_the_browser(browser: Any, page: Path) -> N
     assert len(hostile) == 1 and hostile[0].get_attribute("textContent").startswith("<script>")
     assert browser.find_elements(By.CSS_SELECTOR, "#samples script, #samples img") == []
     assert browser.execute_script("return window.__pwned") is None
+
+
+def test_percent_plots_span_0_to_100_even_for_a_flat_line_at_0() -> None:
+    from genprm.report.plots import PERCENT_AXIS, LinePlot, render
+
+    figure = render(LinePlot("t", "x", "F1 (%)", {"Avg": [(1.0, 0.0), (2.0, 0.0)]}))
+    low, high = figure.axes[0].get_ylim()
+    assert (low, high) == PERCENT_AXIS and low <= 0 and high >= 100

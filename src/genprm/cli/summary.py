@@ -20,22 +20,37 @@ def saves_compute(config: dict[str, object]) -> bool:
     return bool(config.get("cascade") or config.get("adaptive_n") or config.get("stop_at_first_error"))
 
 
+PATHS_MAX_WIDTH = 29
+"""The per-path rewards fold onto more lines past six of them, so that many paths do not crowd out the rest."""
+
+
 def print_solution(console: Console, result: SolutionResult, title: str) -> None:
-    """One table per solution: each step's verdict, mean reward, per-path rewards and a critique."""
+    """One table per solution: each step's verdict, mean reward, per-path rewards and a critique.
+
+    Every column but the critique keeps its natural width, and the critique gets what the terminal
+    has left (cut with an ellipsis): left to itself, rich squeezes the narrow columns, headers and
+    all, to nothing in an 80-column terminal before it shortens a no-wrap column.
+    """
     cascade = bool(result.config.get("cascade"))
-    table = Table(show_lines=False, expand=False)
-    table.add_column("step", justify="right")
-    table.add_column("verdict")
-    table.add_column("reward", justify="right")
-    if cascade:
-        table.add_column("mode")
-    table.add_column("paths", overflow="fold")
-    table.add_column("critique", overflow="ellipsis", max_width=70, no_wrap=True)
+    rows = []
     for step in result.steps:
         paths = " ".join("--" if p.reward is None else f"{p.reward:.2f}" for p in step.paths)
         reward = "--" if step.reward is None else f"{step.reward:.3f}"
         mode = [step.mode or ""] if cascade else []
-        table.add_row(str(step.index), _verdict_markup(step.verdict), reward, *mode, paths, step.critique)
+        rows.append([str(step.index), step.verdict, reward, *mode, paths, step.critique])
+    headers = ["step", "verdict", "reward", *(["mode"] if cascade else []), "paths"]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    widths[-1] = min(widths[-1], PATHS_MAX_WIDTH)
+    # each column adds 2 of padding and 1 of border; the table's last border adds 1
+    left = console.width - sum(w + 3 for w in widths) - 4
+    table = Table(show_lines=False, expand=False)
+    for header, width in zip(headers, widths):
+        wraps = header == "paths"
+        table.add_column(header, justify="right" if header in ("step", "reward") else "left", no_wrap=not wraps,
+                         min_width=width, max_width=width, overflow="fold" if wraps else "ellipsis")
+    table.add_column("critique", overflow="ellipsis", no_wrap=True, max_width=max(8, min(70, left)))
+    for row in rows:
+        table.add_row(row[0], _verdict_markup(row[1]), *row[2:])
     print_table(console, table, title)
     where = "none" if result.first_error < 0 else f"step {result.first_error}"
     extra = " (stopped there)" if result.stopped_early else ""

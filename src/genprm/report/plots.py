@@ -9,9 +9,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from genprm.errors import MissingDependencyError
 from genprm.report.run import Json
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 F1_VS_N = "f1_vs_n.png"
 BON_VS_BUDGET = "bon_vs_budget.png"
@@ -59,8 +63,17 @@ def bon_vs_budget(results: Json) -> LinePlot:
 
 def draw(plot: LinePlot, path: Path) -> bool:
     """Save ``plot`` as a PNG; ``False`` (and no file) when it has no point to show."""
-    if not any(plot.series.values()):
+    figure = render(plot)
+    if figure is None:
         return False
+    figure.savefig(path, format="png")
+    return True
+
+
+def render(plot: LinePlot) -> Figure | None:
+    """The matplotlib figure of ``plot`` (``None`` when it has no point to show)."""
+    if not any(plot.series.values()):
+        return None
     try:
         from matplotlib import colormaps
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -81,24 +94,16 @@ def draw(plot: LinePlot, path: Path) -> bool:
             )
     axes.set(title=plot.title, xlabel=plot.xlabel, ylabel=plot.ylabel)
     axes.set_xticks(sorted({x for points in plot.series.values() for x, _ in points}))
-    axes.set_ylim(*y_limits([y for points in plot.series.values() for _, y in points]))
+    axes.set_ylim(*PERCENT_AXIS)
+    axes.set_yticks(range(0, 101, 20))
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
-    figure.savefig(path, format="png")
-    return True
+    return figure
 
 
-def y_limits(values: list[float], min_span: float = 10.0) -> tuple[float, float]:
-    """Percent axis limits at least ``min_span`` points tall, so a flat line is not blown up into noise;
-    a little room past 0 and 100 keeps markers there whole.
-    """
-    floor, ceiling = -2.0, 102.0
-    low, high = min(values), max(values)
-    pad = max(min_span - (high - low), 0.0) / 2 + 0.05 * (high - low)
-    low, high = max(floor, low - pad), min(ceiling, high + pad)
-    if high - low < min_span:
-        low, high = (floor, floor + min_span) if low == floor else (ceiling - min_span, ceiling)
-    return low, high
+PERCENT_AXIS = (-2.0, 102.0)
+"""Every plot here shows percentages: the whole 0–100 range (a little room past both ends keeps
+markers there whole), so that a flat line at 0 reads as 0, not as noise around it."""
 
 
 def _path_counts(rows: Mapping[str, object]) -> list[tuple[int, str]]:
