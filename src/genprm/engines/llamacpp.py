@@ -41,6 +41,32 @@ from genprm.errors import ContextOverflowError, ModelNotFoundError
 from genprm.tokens import common_prefix_length, with_bos
 
 DEFAULT_CTX = 16384
+"""The context when the model does not declare one."""
+KV_CACHE_MB = 4096
+"""The memory bound of the default context: the KV cache (f16) of the whole context fits in this."""
+
+
+def context_length(metadata: dict[str, str], requested: int | None, kv_cache_mb: int = KV_CACHE_MB) -> int:
+    """The context to allocate: ``requested``, else the model's trained context as its GGUF metadata
+    declares it, as far as its f16 KV cache fits in ``kv_cache_mb`` (never beyond what it was trained on).
+    """
+    arch = metadata.get("general.architecture", "")
+
+    def number(name: str) -> int:
+        try:
+            return int(float(metadata.get(f"{arch}.{name}", 0) or 0))
+        except ValueError:
+            return 0
+
+    trained = number("context_length")
+    if requested:
+        return min(requested, trained) if trained > 0 else requested
+    layers, heads = number("block_count"), number("attention.head_count")
+    kv_heads = number("attention.head_count_kv") or heads
+    head_dim = number("attention.key_length") or (number("embedding_length") // heads if heads else 0)
+    per_token = 2 * layers * kv_heads * head_dim * 2  # K and V, f16
+    fits = kv_cache_mb * 2**20 // per_token if per_token > 0 else DEFAULT_CTX
+    return max(256, min(trained if trained > 0 else DEFAULT_CTX, fits))
 
 
 def _quiet_native_logs(verbose: bool) -> None:
@@ -116,8 +142,10 @@ class LlamaCppEngine(Engine):
         n_threads: int | None = None,
         n_batch: int = 512,
         state_cache_mb: int = 1024,
+        kv_cache_mb: int = KV_CACHE_MB,
         verbose: bool = False,
     ) -> None:
+        """Load ``model``; the context is ``n_ctx`` or the model's own (see :func:`context_length`)."""
         super().__init__()
         self.path = resolve_gguf(model)
         self._model_name = model
@@ -126,8 +154,7 @@ class LlamaCppEngine(Engine):
         try:
             with suppress_stdout_stderr(disable=verbose):
                 probe = llama_cpp.Llama(str(self.path), vocab_only=True, verbose=verbose)
-            arch = probe.metadata.get("general.architecture", "")
-            train_ctx = int(probe.metadata.get(f"{arch}.context_length", 0) or 0)
+            context = context_length(probe.metadata, n_ctx, kv_cache_mb)
             del probe
             self.llm = llama_cpp.Llama(
                 str(self.path),
