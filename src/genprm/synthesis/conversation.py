@@ -92,7 +92,7 @@ REASONS = {
 }
 """Every reason a conversation is refused, with its meaning (for stats and the docs)."""
 
-_HEADING = re.compile(r"^### Paragraph (\d+)[ \t]*$", re.MULTILINE)
+_HEADING = re.compile(r"^### Paragraph (\d+)[ \t]*:?[ \t]*$", re.MULTILINE)
 _SECTION_END = re.compile(r"^### Final Conclusion|</think>", re.MULTILINE)
 _ANALYZE = re.compile(r"<analyze>(.*?)</analyze>", re.DOTALL)
 _VERIFY_OPEN, _VERIFY_CLOSE = "<verify>", P.VERIFY_END.strip()
