@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from sandbox_support import FAST, pool_fixture  # noqa: F401
+from sandbox_support import FAST, FAST_RLIMITS, HAVE_RLIMITS, pool_fixture  # noqa: F401
 
 from genprm.errors import SandboxUnavailableError
 from genprm.sandbox import CodeSession, SandboxConfig, WorkerPool, get_pool, shutdown_pool
@@ -89,10 +89,11 @@ def test_session_close_kills_worker(pool: WorkerPool) -> None:
     os.kill(os.getpid(), 0)
 
 
-@pytest.mark.parametrize("isolation", ["auto", "rlimits"])
-def test_session_outlives_the_thread_that_started_it(pool: WorkerPool, isolation: str) -> None:
+@pytest.mark.parametrize("cfg", [FAST, FAST_RLIMITS], ids=["auto", "rlimits"])
+def test_session_outlives_the_thread_that_started_it(pool: WorkerPool, cfg: SandboxConfig) -> None:
     # PR_SET_PDEATHSIG fires when the spawning *thread* exits; workers must not die with it
-    cfg = SandboxConfig(timeout_s=2.0, preimport=(), pool_size=0, isolation=isolation)  # type: ignore[arg-type]
+    if cfg.isolation == "rlimits" and not HAVE_RLIMITS:
+        pytest.skip("as root, rlimits mode needs a Python that an unprivileged uid can read")
     box: dict[str, CodeSession] = {}
 
     def start() -> None:

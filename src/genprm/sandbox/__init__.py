@@ -21,7 +21,6 @@ the per-file limit.
 from __future__ import annotations
 
 from genprm.sandbox.config import SandboxConfig
-from genprm.sandbox.isolation import bwrap_status
 from genprm.sandbox.messages import (
     ERROR_TEMPLATE,
     NO_CODE_FOUND,
@@ -31,6 +30,7 @@ from genprm.sandbox.messages import (
     format_error,
     format_timeout,
 )
+from genprm.sandbox.plan import bwrap_status
 from genprm.sandbox.pool import WorkerPool, get_pool, shutdown_pool
 from genprm.sandbox.session import CodeSession
 

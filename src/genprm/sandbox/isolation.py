@@ -1,36 +1,31 @@
-"""How a worker process is walled off: the bubblewrap command line, the environment, the uid.
+"""How a worker process is walled off: its environment, what it must read, the bubblewrap command.
 
-With bubblewrap ("bwrap" mode) the worker gets: a read-only view of the root filesystem with
-/root, /home, /tmp, /var/tmp, /run, /mnt and /media replaced by empty tmpfs (only the Python
-installation, the site-packages of the pre-imported modules and this package's directory are bound
-back, read-only); one writable directory (the scratch folder, also its cwd, $HOME and $TMPDIR);
-fresh pid, network (loopback only, down), ipc and uts namespaces; a fresh /proc and minimal /dev;
-an empty environment apart from PATH/HOME/LANG and thread-count variables. When we are root the
-worker keeps only CAP_SETUID/CAP_SETGID, sets its rlimits and then drops to a per-worker
-unprivileged uid, so RLIMIT_NPROC applies and root-owned files and processes are out of reach.
+With bubblewrap the worker gets a read-only view of the root filesystem with /root, /home, /tmp,
+/var/tmp, /run, /mnt and /media replaced by empty tmpfs (only the Python installation and the
+site-packages of the pre-imported modules are bound back, read-only); one writable folder (the
+scratch folder, also its cwd, $HOME and $TMPDIR); fresh pid, network (loopback only, down), ipc,
+uts and cgroup namespaces; a fresh /proc and a minimal /dev; an empty environment apart from
+PATH/HOME/LANG and thread-count variables; and ``--cap-drop ALL``. Who the code runs as is decided
+in :mod:`genprm.sandbox.plan` (always an unprivileged uid with no capabilities).
 
-What it does NOT contain: the rest of the root filesystem is readable (world-readable files under
-/etc, /usr, /opt, /work, ...); the kernel attack surface is the full syscall set (no seccomp);
-CPU time, cache and timing side channels; disk usage of the scratch folder is only bounded per file
-(RLIMIT_FSIZE) and by the wall clock. In "rlimits" mode there is no filesystem, network, process or
-environment-of-other-processes isolation at all: the code runs as the calling user (or, for root
-where the interpreter is world-readable, as an unprivileged uid) with resource limits only.
+The worker's own source is not read from disk by the worker: the parent writes it into the
+worker's stdin and a one-line bootstrap executes it, so the worker never needs to reach genprm's
+installation folder (which may be private to root).
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import itertools
+import json
 import logging
 import os
-import shutil
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from genprm.errors import SandboxUnavailableError
 
@@ -44,16 +39,19 @@ SCRATCH_IN_SANDBOX = "/tmp/scratch"
 
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worker.py")
 _TMPFS_BYTES = 16 * 1024 * 1024
-_UID_BASE = 200_000
-_UID_SPAN = 60_000
-_uid_counter = itertools.count()
 _warn_lock = threading.Lock()
 _warned: set[str] = set()
 
-FALLBACK_WARNING = (
-    "genprm sandbox: bubblewrap not available ({reason}); model code runs with resource limits only "
-    "(no filesystem/network isolation). Install the Debian package 'bubblewrap'."
+BOOTSTRAP = (
+    "import os,sys\n"
+    "n=int(sys.argv[1]);b=bytearray()\n"
+    "while len(b)<n:\n"
+    " c=os.read(0,n-len(b))\n"
+    " if not c:raise SystemExit('genprm sandbox: worker source truncated')\n"
+    " b+=c\n"
+    "exec(compile(bytes(b),'genprm-sandbox-worker','exec'),{'__name__':'__main__'})\n"
 )
+"""``python -c`` program that reads exactly argv[1] bytes of worker source from stdin and runs it."""
 
 
 def warn_once(key: str, message: str) -> None:
@@ -83,8 +81,83 @@ def sandbox_env(home: str) -> dict[str, str]:
 
 
 @functools.cache
+def worker_source() -> bytes:
+    """The worker program, as written into its stdin at start-up."""
+    with open(WORKER_SCRIPT, "rb") as fh:
+        return fh.read()
+
+
+def worker_command(python: str, spec_json: str) -> list[str]:
+    """A worker's command line (``-I``: no env vars, no user site, no cwd on path)."""
+    return [python, "-I", "-B", "-c", BOOTSTRAP, str(len(worker_source())), spec_json]
+
+
+def keeper_command(keeper_json: str) -> list[str]:
+    """The rlimits-mode keeper (our own interpreter, our own rights) that owns a worker's process tree."""
+    return [sys.executable, "-I", "-S", "-B", WORKER_SCRIPT, "--keeper", keeper_json]
+
+
+# -- the interpreter the worker runs ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """A Python that runs workers, and the folders it must read.
+
+    python: absolute path executed. paths: its prefixes, the folder of its real executable and the
+    roots of the pre-imported packages. extra_paths: sys.path entries the worker appends (the roots
+    of pre-imports that the verifier's own sys.path found; only for the verifier's interpreter).
+    """
+
+    python: str
+    paths: tuple[str, ...]
+    extra_paths: tuple[str, ...]
+
+
+_FACTS_SCRIPT = (
+    "import importlib.util, json, os, sys\n"
+    "roots = []\n"
+    "for name in sys.argv[1:]:\n"
+    "    try:\n"
+    "        spec = importlib.util.find_spec(name.split('.')[0])\n"
+    "    except (ImportError, ValueError):\n"
+    "        spec = None\n"
+    "    if spec is not None and spec.submodule_search_locations:\n"
+    "        roots.append(os.path.dirname(os.path.abspath(list(spec.submodule_search_locations)[0])))\n"
+    "    elif spec is not None and spec.origin and os.path.isabs(spec.origin):\n"
+    "        roots.append(os.path.dirname(spec.origin))\n"
+    "print(json.dumps({'prefixes': [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix],\n"
+    "                  'executable': os.path.realpath(sys.executable), 'roots': roots}))\n"
+)
+
+
+@functools.cache
+def interpreter(python: str | None, preimport: tuple[str, ...]) -> Interpreter:
+    """Facts about ``python`` (None: the verifier's own); raises SandboxUnavailableError if it cannot run."""
+    if python is None or os.path.abspath(python) == os.path.abspath(sys.executable):
+        roots = module_roots(preimport)
+        prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix]
+        facts = {"prefixes": prefixes, "executable": os.path.realpath(sys.executable), "roots": list(roots)}
+        exe, extra = sys.executable, roots
+    else:
+        exe = os.path.abspath(python)
+        try:
+            res = subprocess.run([exe, "-I", "-c", _FACTS_SCRIPT, *preimport], capture_output=True, timeout=60,
+                                 stdin=subprocess.DEVNULL, check=False)
+            facts = json.loads(res.stdout.decode("utf-8"))
+        except (OSError, subprocess.SubprocessError, ValueError) as e:
+            raise SandboxUnavailableError(f"sandbox python {python!r} does not run: {e}") from e
+        extra = ()
+    paths = {os.path.abspath(p) for p in facts["prefixes"]}
+    paths.add(os.path.dirname(str(facts["executable"])))
+    paths.add(os.path.dirname(exe))
+    paths.update(os.path.abspath(p) for p in facts["roots"])
+    return Interpreter(exe, tuple(sorted(paths)), tuple(extra))
+
+
+@functools.cache
 def module_roots(preimport: tuple[str, ...]) -> tuple[str, ...]:
-    """The sys.path entries that hold the pre-imported packages (found without importing them)."""
+    """The sys.path entries of this process that hold the pre-imported packages (found without importing)."""
     roots: list[str] = []
     for name in preimport:
         try:
@@ -104,73 +177,90 @@ def module_roots(preimport: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(roots)
 
 
-def needed_paths(preimport: tuple[str, ...]) -> list[str]:
-    """Everything the worker must be able to read: interpreter, its libraries, our worker script."""
-    paths = {os.path.abspath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
-    paths.add(os.path.dirname(os.path.realpath(sys.executable)))
-    paths.add(os.path.dirname(WORKER_SCRIPT))
-    paths.update(module_roots(preimport))
-    return sorted(paths)
+# -- can an unrelated uid reach it? -------------------------------------------------------------
 
 
-def _under(path: str, parent: str) -> bool:
+def under(path: str, parent: str) -> bool:
+    """``path`` is ``parent`` or inside it."""
     return path == parent or path.startswith(parent.rstrip("/") + "/")
 
 
-def _reachable_by_others(path: str, recreated: Iterable[str] = ()) -> bool:
-    """Can an unrelated uid list ``path`` (o+rx) and traverse every folder above it (o+x)?
+def blocked_at(path: str, recreated: Iterable[str] = ()) -> str | None:
+    """Why an unrelated uid cannot list ``path`` (o+rx) or traverse every folder above it (o+x).
 
-    Folders in ``recreated`` (rebuilt with mode 0755 inside bwrap) are not checked.
+    Returns e.g. "/root is mode 0700", or None when reachable. Folders under ``recreated`` (rebuilt
+    with mode 0755 inside bwrap) are not checked.
     """
     skip = tuple(recreated)
-    parts = os.path.abspath(path).split("/")
+    target = os.path.abspath(path)
+    parts = target.split("/")
     for i in range(2, len(parts) + 1):
         d = "/".join(parts[:i])
-        if any(_under(d, h) and d != path for h in skip):
+        if any(under(d, h) and d != target for h in skip):
             continue
         try:
             mode = os.stat(d).st_mode
-        except OSError:
-            return False
-        need = stat.S_IXOTH | (stat.S_IROTH if d == path else 0)
+        except OSError as e:
+            return f"{d} cannot be read ({e.strerror})"
+        need = stat.S_IXOTH | (stat.S_IROTH if d == target else 0)
         if mode & need != need:
-            return False
-    return True
+            return f"{d} is mode {stat.S_IMODE(mode):04o}"
+    return None
 
 
-def can_drop_root(mode: str, preimport: tuple[str, ...]) -> bool:
-    """As root, will an unprivileged uid still be able to run the interpreter and imports?"""
-    if os.geteuid() != 0 or not sys.platform.startswith("linux"):
-        return False
-    hidden = HIDDEN_DIRS if mode == "bwrap" else ()
-    return all(_reachable_by_others(p, hidden) for p in needed_paths(preimport))
+def unreachable(paths: Iterable[str], recreated: Iterable[str] = ()) -> str | None:
+    """The first reason an unrelated uid cannot read one of ``paths``, or None."""
+    hidden = tuple(recreated)
+    for p in paths:
+        why = blocked_at(p, hidden)
+        if why is not None:
+            return why
+    return None
 
 
-def allocate_uid() -> int:
-    """A uid no other live worker of this process uses, so each worker has its own NPROC budget."""
-    return _UID_BASE + (os.getpid() * 7919 + next(_uid_counter)) % _UID_SPAN
+def executable_by_others(path: str) -> str | None:
+    """Why an unrelated uid cannot execute ``path``, or None."""
+    why = blocked_at(os.path.dirname(os.path.abspath(path)))
+    if why is not None:
+        return why
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as e:
+        return f"{path} cannot be read ({e.strerror})"
+    return None if mode & stat.S_IXOTH else f"{path} is mode {stat.S_IMODE(mode):04o}"
+
+
+# -- the bubblewrap command line ----------------------------------------------------------------
 
 
 def _hidden_parent(path: str) -> str | None:
     for h in HIDDEN_DIRS:
-        if _under(path, h) and path != h:
+        if under(path, h) and path != h:
             return h
     return None
 
 
-def bwrap_argv(bwrap: str, scratch: str, preimport: tuple[str, ...], drop_root: bool,
-               command: list[str], info_fd: int | None = None) -> list[str]:
-    """The full bwrap command line around ``command`` (see the module docstring for the policy)."""
+def bwrap_argv(bwrap: str, scratch: str, paths: Iterable[str], command: list[str], *, userns: bool,
+               keep_setuid: bool, info_fd: int | None = None) -> list[str]:
+    """The full bwrap command line around ``command`` (see the module docstring for the policy).
+
+    userns: a new user namespace in which further user namespaces are disabled (bwrap then runs
+    as, and maps, the uid it was started with). keep_setuid: bwrap runs as root and the worker
+    drops to its uid itself, so CAP_SETUID/CAP_SETGID are kept for that one step (they are gone,
+    with every other capability, before any model code runs).
+    """
     argv = [bwrap] + (["--info-fd", str(info_fd)] if info_fd is not None else [])
+    if userns:
+        argv += ["--unshare-user", "--disable-userns"]
     argv += ["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-net",
-            "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--ro-bind", "/", "/"]
+             "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--ro-bind", "/", "/"]
     for d in HIDDEN_DIRS:
         if os.path.isdir(d) and not os.path.islink(d):
             argv += ["--size", str(_TMPFS_BYTES), "--tmpfs", d]
     created: set[str] = set()
-    binds = [p for p in needed_paths(preimport) if _hidden_parent(p)]
+    binds = sorted({p for p in paths if _hidden_parent(p)})
     for p in binds:
-        if any(_under(p, q) and p != q for q in binds):
+        if any(under(p, q) and p != q for q in binds):
             continue  # an enclosing folder is bound already
         top = _hidden_parent(p) or "/"
         parts = p[len(top):].strip("/").split("/")
@@ -184,47 +274,7 @@ def bwrap_argv(bwrap: str, scratch: str, preimport: tuple[str, ...], drop_root: 
              "--chdir", SCRATCH_IN_SANDBOX, "--clearenv"]
     for key, value in sandbox_env(SCRATCH_IN_SANDBOX).items():
         argv += ["--setenv", key, value]
-    if drop_root:
-        argv += ["--cap-drop", "ALL", "--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+    argv += ["--cap-drop", "ALL"]
+    if keep_setuid:
+        argv += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
     return argv + ["--", *command]
-
-
-@functools.cache
-def bwrap_status(preimport: tuple[str, ...] = ()) -> tuple[str | None, str]:
-    """(path to bwrap, "") when a probe sandbox runs our interpreter, else (None, why not)."""
-    if not sys.platform.startswith("linux"):
-        return None, "not Linux"
-    bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return None, "bwrap not found on PATH"
-    scratch = tempfile.mkdtemp(prefix="genprm-sbx-probe-")
-    try:
-        drop = can_drop_root("bwrap", preimport)
-        argv = bwrap_argv(bwrap, scratch, preimport, drop, [sys.executable, "-I", "-c", "pass"])
-        res = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
-                             env=sandbox_env(scratch), check=False)
-    except (OSError, subprocess.SubprocessError) as e:
-        return None, f"probe failed: {e}"
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    if res.returncode != 0:
-        return None, f"probe exited {res.returncode}: {res.stderr.decode(errors='replace').strip()[:300]}"
-    return bwrap, ""
-
-
-def resolve_isolation(requested: str, preimport: tuple[str, ...]) -> str:
-    """Turn "auto" into "bwrap" or "rlimits"; "bwrap" raises when bubblewrap cannot run here."""
-    if requested == "rlimits":
-        return "rlimits"
-    bwrap, reason = bwrap_status(preimport)
-    if bwrap is not None:
-        return "bwrap"
-    if requested == "bwrap":
-        raise SandboxUnavailableError(f"isolation='bwrap' requested but bubblewrap is unusable: {reason}")
-    warn_once("fallback", FALLBACK_WARNING.format(reason=reason))
-    return "rlimits"
-
-
-def worker_command(spec_json: str) -> list[str]:
-    """The interpreter command line of a worker (``-I``: no env vars, no user site, no cwd on path)."""
-    return [sys.executable, "-I", "-B", WORKER_SCRIPT, spec_json]

@@ -1,8 +1,11 @@
 """One worker process seen from the parent: spawn, handshake, run with a wall clock, kill.
 
 All waiting happens here, in the parent, with ``poll`` on non-blocking pipes: the worker is never
-trusted to stop itself. On timeout or any protocol surprise the whole worker (its bwrap pid
-namespace, or its process group in rlimits mode) is SIGKILLed.
+trusted to stop itself. On timeout, close or any protocol surprise the whole process tree is
+killed: in bwrap mode by SIGKILLing the init of its pid namespace (the kernel then kills every
+process in it), in rlimits mode by closing the keeper's control pipe (the keeper kills every
+process of the worker's uid, or walks its subreaper tree, then exits), with SIGKILL of the
+process group as the last resort.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from genprm.errors import SandboxUnavailableError
-from genprm.sandbox import isolation
+from genprm.sandbox import isolation, plan, uids
 from genprm.sandbox.config import SandboxConfig
 from genprm.sandbox.messages import (
     TIMEOUT_MESSAGE,
@@ -42,27 +45,36 @@ STARTUP_TIMEOUT_S = 60.0
 class WorkerSpec:
     """What a worker is started with; equal specs give interchangeable (poolable) workers."""
 
-    isolation: str
+    plan: plan.Plan
     memory_mb: int
     cpu_s: int
     max_processes: int
     max_file_mb: int
     preimport: tuple[str, ...]
 
+    @property
+    def isolation(self) -> str:
+        """"bwrap" or "rlimits"."""
+        return self.plan.isolation
+
     @classmethod
     def from_config(cls, config: SandboxConfig) -> WorkerSpec:
-        """Resolve "auto" isolation now (may raise SandboxUnavailableError)."""
-        mode = isolation.resolve_isolation(config.isolation, config.preimport)
-        return cls(mode, config.memory_mb, config.cpu_s, config.max_processes, config.max_file_mb,
+        """Decide the isolation now (raises SandboxUnavailableError with a one-line fix when unsafe)."""
+        chosen = plan.resolve(config.isolation, config.python, config.bwrap, config.preimport)
+        return cls(chosen, config.memory_mb, config.cpu_s, config.max_processes, config.max_file_mb,
                    config.preimport)
 
 
 @dataclass(frozen=True)
 class RunResult:
-    """The transcript text of one run, and whether the worker is gone afterwards."""
+    """The transcript text of one run, whether the worker is gone afterwards, and whether it ran cleanly.
+
+    ok: the code finished without an exception or time-out (what a replay may repeat).
+    """
 
     text: str
     worker_lost: bool
+    ok: bool = False
 
 
 class _ProtocolError(Exception):
@@ -82,12 +94,13 @@ class Worker:
         self.info: dict[str, Any] = {}
         self._ns_init_pid: int | None = None  # bwrap's pid-namespace init, seen from our namespace
         self._info_r: int | None = None
-        try:
-            self.scratch = tempfile.mkdtemp(prefix="genprm-sbx-")
-        except OSError as e:
-            raise SandboxUnavailableError(f"could not create the sandbox scratch folder: {e}") from e
+        self._control: int | None = None  # rlimits: closing it tells the keeper to kill the tree
+        self._lease: uids.UidLease | None = None
         self._stderr: IO[bytes] | None = None
+        self.scratch = ""
         try:
+            self._lease = uids.lease_uid() if spec.plan.own_uid else None
+            self.scratch = tempfile.mkdtemp(prefix="genprm-sbx-")
             self._stderr = tempfile.TemporaryFile()
             self.proc = self._spawn()
         except OSError as e:
@@ -106,41 +119,50 @@ class Worker:
             self.close()
             raise
 
+    @property
+    def uid(self) -> int | None:
+        """The worker's own unprivileged uid (when we are root), else None."""
+        return self._lease.uid if self._lease is not None else None
+
     def _spawn(self) -> subprocess.Popen[bytes]:
-        """Start bwrap (or the bare interpreter) with limits configured for the worker to apply."""
-        spec = self.spec
-        drop = isolation.can_drop_root(spec.isolation, spec.preimport)
-        uid = isolation.allocate_uid() if drop else None
+        """Start bwrap (or the rlimits keeper) around the worker, as the plan says."""
+        spec, chosen = self.spec, self.spec.plan
+        uid = self.uid
         if uid is not None:
             os.chown(self.scratch, uid, uid)
-        # bwrap (root, but without CAP_DAC_OVERRIDE) must be able to chdir into the uid's folder
-        os.chmod(self.scratch, 0o711 if uid is not None else 0o700)
+        # bwrap+setuid: bwrap is root without CAP_DAC_OVERRIDE and must chdir into the uid's folder
+        os.chmod(self.scratch, 0o711 if chosen.self_drop else 0o700)
         cfg = {
             "memory_mb": spec.memory_mb, "cpu_s": spec.cpu_s, "max_processes": spec.max_processes,
-            "max_file_mb": spec.max_file_mb, "preimport": list(spec.preimport), "drop_uid": uid,
-            "extra_paths": list(isolation.module_roots(spec.preimport)),
-            "in_pidns": spec.isolation == "bwrap", "pdeathsig": spec.isolation != "bwrap",
-            "parent_pid": os.getpid(),
+            "max_file_mb": spec.max_file_mb, "preimport": list(spec.preimport),
+            "drop_uid": uid if chosen.self_drop else None, "own_uid": uid is not None,
+            "extra_paths": list(chosen.interpreter.extra_paths),
+            "in_pidns": chosen.isolation == "bwrap", "pdeathsig": chosen.isolation == "rlimits",
+            "parent_pid": 0,  # the keeper fills in its pid
         }
-        command = isolation.worker_command(json.dumps(cfg))
-        info_w: int | None = None
-        if spec.isolation == "bwrap":
-            bwrap, reason = isolation.bwrap_status(spec.preimport)
-            if bwrap is None:
-                raise SandboxUnavailableError(f"bubblewrap became unusable: {reason}")
-            self._info_r, info_w = os.pipe()
-            command = isolation.bwrap_argv(bwrap, self.scratch, spec.preimport, drop, command, info_w)
+        command = isolation.worker_command(chosen.interpreter.python, json.dumps(cfg))
+        kwargs: dict[str, Any] = {}
+        passed: int | None = None
+        if chosen.isolation == "bwrap":
+            assert chosen.bwrap is not None
+            self._info_r, passed = os.pipe()
+            command = isolation.bwrap_argv(chosen.bwrap, self.scratch, chosen.interpreter.paths, command,
+                                           userns=chosen.userns, keep_setuid=chosen.self_drop, info_fd=passed)
             cwd, home = "/", isolation.SCRATCH_IN_SANDBOX
+            if chosen.bwrap_as_worker:
+                kwargs = {"user": uid, "group": uid, "extra_groups": []}
         else:
+            self._control, passed = os.pipe()
+            keeper = {"argv": command, "uid": uid, "control_fd": passed,
+                      "env": isolation.sandbox_env(self.scratch)}
+            command = isolation.keeper_command(json.dumps(keeper))
             cwd, home = self.scratch, self.scratch
         try:
             return spawner.popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=self._stderr, cwd=cwd, env=isolation.sandbox_env(home),
-                                  start_new_session=True, close_fds=True,
-                                  pass_fds=(info_w,) if info_w is not None else ())
+                                 stderr=self._stderr, cwd=cwd, env=isolation.sandbox_env(home),
+                                 start_new_session=True, close_fds=True, pass_fds=(passed,), **kwargs)
         finally:
-            if info_w is not None:
-                os.close(info_w)
+            os.close(passed)
 
     def _read_bwrap_info(self) -> None:
         """Learn the pid of bwrap's namespace init from --info-fd (written before our command ran).
@@ -176,6 +198,8 @@ class Worker:
         msg: dict[str, Any] | None = None
         why = "timed out"
         try:
+            if not self._write_all(isolation.worker_source(), deadline):
+                raise _ProtocolError("could not hand the worker its program")
             while msg is None and time.monotonic() < deadline:
                 if cancel is not None and cancel.is_set():
                     why = "cancelled"
@@ -186,7 +210,7 @@ class Worker:
         if msg is not None:
             why = f"unexpected first message {msg!r:.200}"
         if msg is not None and msg.get("kind") == "ready":
-            self.info = msg
+            self.info = {**msg, "launch": self.spec.plan.label}
             self._read_bwrap_info()
             return
         self.kill()
@@ -195,7 +219,7 @@ class Worker:
             self._stderr.seek(0)
             err = self._stderr.read()[-2000:].decode("utf-8", "replace").strip()
         raise SandboxUnavailableError(
-            f"sandbox worker ({self.spec.isolation}) failed to start: {why}; "
+            f"sandbox worker ({self.spec.plan.label}) failed to start: {why}; "
             f"exit status {self.proc.returncode}; stderr: {err or '(empty)'}"
         )
 
@@ -213,6 +237,8 @@ class Worker:
                 return self._lost(TIMEOUT_MESSAGE)
             reply = self._read_message(deadline, 16 * max_chars + (1 << 20))
         except _ProtocolError as e:
+            if self._died_of(signal.SIGXCPU):  # the code re-armed the default action of the CPU limit
+                return self._lost(TIMEOUT_MESSAGE)
             return self._lost(format_error(WORKER_DIED_NAME, str(e)))
         if reply is None:
             return self._lost(TIMEOUT_MESSAGE)
@@ -224,7 +250,7 @@ class Worker:
             return self._lost(format_error(WORKER_DIED_NAME, f"malformed reply ({e})"))
         if reply.get("recycle"):
             return self._lost(text)
-        return RunResult(text, worker_lost=False)
+        return RunResult(text, worker_lost=False, ok=reply["kind"] == "ok")
 
     @staticmethod
     def _render(reply: dict[str, Any]) -> str:
@@ -295,14 +321,22 @@ class Worker:
                 raise _ProtocolError(self._death_note("worker process died"))
             self._buf += chunk
 
-    def _death_note(self, what: str) -> str:
-        """'worker process died (killed by signal SIGSEGV)' and the like."""
+    def _exit_code(self) -> int | None:
+        """The worker's exit status (negative: killed by that signal), once it is gone."""
         try:
             code = self.proc.wait(timeout=2.0)
         except subprocess.TimeoutExpired:
+            return None
+        return -(code - 128) if code > 128 else code  # bwrap and the keeper report a signal as 128 + signo
+
+    def _died_of(self, sig: signal.Signals) -> bool:
+        return self._exit_code() == -int(sig)
+
+    def _death_note(self, what: str) -> str:
+        """'worker process died (killed by signal SIGSEGV)' and the like."""
+        code = self._exit_code()
+        if code is None:
             return what
-        if self.spec.isolation == "bwrap" and code > 128:
-            code = -(code - 128)  # bwrap reports a signal death of its child as 128 + signo
         if code < 0:
             try:
                 return f"{what} (killed by signal {signal.Signals(-code).name})"
@@ -311,7 +345,14 @@ class Worker:
         return f"{what} (exit status {code})"
 
     def kill(self) -> None:
-        """SIGKILL the worker and everything in its process group / pid namespace; reap it."""
+        """Kill the worker's whole process tree and reap it."""
+        if self._control is not None:  # rlimits: the keeper kills every process of the tree, then exits
+            os.close(self._control)
+            self._control = None
+            try:
+                self.proc.wait(timeout=10.0)
+            except subprocess.TimeoutExpired:
+                pass
         if self.proc.returncode is None and self._ns_init_pid is not None and self.proc.poll() is None:
             try:  # the namespace init dies -> the kernel kills every process in the namespace
                 os.kill(self._ns_init_pid, signal.SIGKILL)
@@ -347,13 +388,17 @@ class Worker:
         self._cleanup_files()
 
     def _cleanup_files(self) -> None:
-        if self._info_r is not None:
-            os.close(self._info_r)
-            self._info_r = None
+        for fd in (self._info_r, self._control):
+            if fd is not None:
+                os.close(fd)
+        self._info_r = self._control = None
         if self._stderr is not None:
             self._stderr.close()
             self._stderr = None
-        _rmtree(self.scratch)
+        if self.scratch:
+            _rmtree(self.scratch)
+        if self._lease is not None:
+            self._lease.release()
 
 
 def _rmtree(path: str) -> None:

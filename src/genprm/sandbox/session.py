@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Sequence
 from types import TracebackType
 
 from genprm.sandbox.config import SandboxConfig
@@ -20,11 +21,18 @@ from genprm.sandbox.process import Worker
 class CodeSession:
     """Run code blocks one after another in one private, persistent namespace.
 
-    If the worker had to be killed (timeout, crash, memory), the next ``run`` transparently starts a
-    fresh one; the namespace is then empty and ``restarts`` counts how often that happened.
+    If the worker had to be killed (timeout, crash, memory), the next ``run`` starts a fresh one
+    and first replays, silently, every earlier block that ran cleanly (no exception, no time-out),
+    so the namespace is rebuilt; ``restarts`` counts the fresh workers. A replayed block that now
+    fails or times out is dropped from the history and counted in ``replay_failures``; the model
+    never sees replay output.
+
+    ``replay``: blocks to run silently before the first ``run`` (another path's history, when a path
+    branches off it); they join the history when they run cleanly.
     """
 
-    def __init__(self, config: SandboxConfig | None = None, *, pool: WorkerPool | None = None) -> None:
+    def __init__(self, config: SandboxConfig | None = None, *, pool: WorkerPool | None = None,
+                 replay: Sequence[str] = ()) -> None:
         self.config = config if config is not None else SandboxConfig()
         self._pool = pool
         self._lock = threading.Lock()
@@ -32,8 +40,14 @@ class CodeSession:
         self._finalizer: weakref.finalize[[], CodeSession] | None = None
         self._lost = False
         self._closed = False
+        if isinstance(replay, str) or not all(isinstance(b, str) for b in replay):
+            raise TypeError("replay must be a sequence of code strings")
+        self._history: list[str] = list(replay)
+        self._replay_due = bool(self._history)
         self.restarts = 0
         self.runs = 0
+        self.replayed = 0
+        self.replay_failures = 0
 
     def __enter__(self) -> CodeSession:
         with self._lock:
@@ -61,6 +75,14 @@ class CodeSession:
         """True after ``close()``."""
         return self._closed
 
+    @property
+    def history(self) -> tuple[str, ...]:
+        """The blocks that ran cleanly in this namespace, in order: what a replay re-runs.
+
+        Seeded ``replay`` blocks count from the start (until a replay shows that one fails).
+        """
+        return tuple(self._history)
+
     def run(self, code: str) -> str:
         """Execute ``code`` in the session namespace; return the text for the code-output fence."""
         if not isinstance(code, str):
@@ -68,12 +90,17 @@ class CodeSession:
         with self._lock:
             if self._closed:
                 raise RuntimeError("CodeSession.run() after close()")
+            if self._replay_due:
+                self._replay()
             worker = self._ensure_worker()
             result = worker.execute(code, self.config.timeout_s, self.config.max_output_chars)
             self.runs += 1
+            if result.ok:
+                self._history.append(code)
             if result.worker_lost:
                 self._discard_worker()
                 self._lost = True
+                self._replay_due = bool(self._history)
             return result.text
 
     def close(self) -> None:
@@ -81,6 +108,33 @@ class CodeSession:
         with self._lock:
             self._closed = True
             self._discard_worker()
+
+    def _replay(self) -> None:
+        """Caller holds the lock. Rebuild the namespace in a fresh worker from the clean history.
+
+        A block that kills this worker too is dropped and the replay starts over in the next one,
+        so it ends after at most one fresh worker per dropped block.
+        """
+        pending = list(self._history)
+        while True:
+            worker = self._ensure_worker()
+            done: list[str] = []
+            for i, block in enumerate(pending):
+                result = worker.execute(block, self.config.timeout_s, 1)
+                self.replayed += 1
+                if result.ok:
+                    done.append(block)
+                    continue
+                self.replay_failures += 1
+                if result.worker_lost:
+                    self._discard_worker()
+                    self._lost = True
+                    pending = done + pending[i + 1 :]
+                    break
+            else:
+                self._history = done
+                self._replay_due = False
+                return
 
     def _ensure_worker(self) -> Worker:
         """Caller holds the lock. Attach a worker (raises SandboxUnavailableError if none starts)."""
