@@ -41,6 +41,7 @@ from genprm.cli.refine import refine_command
 from genprm.cli.report import report_command
 from genprm.cli.summary import ComputeTotals, print_compute_total, print_solution, saves_compute
 from genprm.cli.synth import synth_app
+from genprm.cli.train import export_command, train_command
 from genprm.engines.models import REGISTRY, model_dir
 from genprm.errors import GenPRMError
 from genprm.io import count_records
@@ -58,6 +59,8 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(synth_app, name="synth")
 app.command("report")(report_command)
 app.command("refine")(refine_command)
+app.command("train")(train_command)
+app.command("export")(export_command)
 
 
 @app.command("verify")

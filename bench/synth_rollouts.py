@@ -1,0 +1,188 @@
+"""Rollout throughput of ``genprm synth``'s stage 2 against the same engine's ceiling and one request at a time.
+
+    python bench/synth_rollouts.py --engine llamacpp --model qwen2.5-coder-0.5b-instruct \
+        [--problems 3] [--k 8] [--max-tokens 96] [--concurrency 16] [--threads 1] [--out results.json]
+    ~/.cache/genprm/vllm-venv/bin/python bench/synth_rollouts.py --engine vllm --model HF_FOLDER ...
+
+Every row rolls out the same prefixes with the same K, token budget, sampling and seeds. The
+solutions are GSM8K train reference solutions, one line a step (``Step k: ``, the calculator
+annotations ``<<...>>`` removed), stored as a stage-1 selection in a scratch run folder, so no policy
+model is needed; every step is rolled out (``--all-steps``: all rows do the same work).
+
+* ``stage``: :func:`genprm.synthesis.stages.run_rollouts` as shipped: a prefix's K samples are one
+  request with ``n = K``, ``--concurrency`` prefixes in flight (grading and storing included).
+* ``one-at-a-time``: the same K samples of each prefix, one request of one sample at a time, one
+  prefix after another (what a loop calling the engine per sample gives).
+* ``ceiling``: the engine's raw generation speed at a full batch, without the stage around it:
+  vLLM: one ``vllm.LLM.generate`` call on all the prompts × K with ``ignore_eos``; llama.cpp (which
+  decodes one sequence at a time here): ``--max-tokens`` tokens decoded with EOS ignored, after each
+  prompt is in the KV cache.
+
+Columns: wall seconds (model loading excluded), generated tokens, generated tokens/s, and the
+row's tokens/s as a share of the ceiling's (the goal for ``stage``: at least 80%).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+try:
+    import genprm  # noqa: F401
+except ImportError:  # a checkout without `pip install -e .`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from genprm.engines import Engine, GenerationRequest, load_engine
+from genprm.evaluation.chat import ChatModel
+from genprm.executor import LocalExecutor
+from genprm.protocol.synthesis import continuation_prompt, policy_messages, rollout_prefix
+from genprm.synthesis.problems import Problem, read_problems
+from genprm.synthesis.rollouts import RolloutSettings, prefix_seed
+from genprm.synthesis.solutions import Selection, Solution, SolutionSettings, solution_key
+from genprm.synthesis.stages import run_rollouts
+from genprm.synthesis.store import StageRecord, SynthStore
+
+ROOT = Path(__file__).resolve().parents[1]
+GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
+ROWS = ("stage", "one-at-a-time", "ceiling")
+
+
+def reference_steps(answer: str) -> list[str]:
+    """A GSM8K reference solution as policy-style steps (``Step k: `` labels, no calculator notes)."""
+    body, final = answer.rsplit("####", 1)
+    lines = [re.sub(r"<<[^>]*>>", "", line).strip() for line in body.strip().splitlines() if line.strip()]
+    lines.append(f"The answer is \\boxed{{{final.strip()}}}.")
+    return [f"Step {k}: {line}" for k, line in enumerate(lines, start=1)]
+
+
+def prepare(run: Path, count: int, settings: SolutionSettings) -> list[tuple[Problem, list[str]]]:
+    """Store ``count`` problems with their reference solutions as a stage-1 selection."""
+    raw = [json.loads(line) for line in GSM8K.read_text().splitlines()[:count]]
+    problems = [p for p in read_problems(GSM8K, count) if isinstance(p, Problem)]
+    chosen: list[tuple[Problem, list[str]]] = []
+    with SynthStore(run) as store:
+        key = "bench-selection"
+        store.set_stage("solutions", StageRecord(key, settings.selection_fields(), {"draws": "bench"}))
+        for problem, record in zip(problems, raw):
+            steps = reference_steps(record["answer"])
+            store.put_problem(problem)
+            solution = Solution(solution_key(problem.key, steps), steps, True, "0:0")
+            store.put_selection(problem.key, key, Selection("medium", 0.5, 2, 2, 1, 1, [solution]))
+            chosen.append((problem, steps))
+    return chosen
+
+
+def stage_row(run: Path, chat: ChatModel, settings: RolloutSettings, concurrency: int) -> dict[str, Any]:
+    before = chat.engine.stats.completion_tokens
+    started = time.perf_counter()
+    with SynthStore(run) as store:
+        report = run_rollouts(store, chat, settings, LocalExecutor(concurrency))
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "tokens": chat.engine.stats.completion_tokens - before, "requests": report.computed}
+
+
+def prompts_of(chat: ChatModel, chosen: list[tuple[Problem, list[str]]], system: str) -> list[tuple[str, str, int]]:
+    """(prompt, solution key, t) of every prefix the stage rolls out."""
+    out = []
+    for problem, steps in chosen:
+        messages = policy_messages(system, problem.problem)
+        for t in range(1, len(steps)):
+            out.append((continuation_prompt(chat.template, messages, rollout_prefix(steps, t)),
+                        solution_key(problem.key, steps), t))
+    return out
+
+
+def one_at_a_time_row(chat: ChatModel, prompts: list[tuple[str, str, int]], settings: RolloutSettings,
+                      k: int) -> dict[str, Any]:
+    tokens, started = 0, time.perf_counter()
+    for prompt, key, t in prompts:
+        seed = prefix_seed(settings, key, t)
+        for i in range(k):
+            [out] = chat.engine.generate([GenerationRequest(prompt, settings.sampling(1, seed + i))])
+            tokens += out.completion_tokens
+    return {"wall_s": time.perf_counter() - started, "tokens": tokens, "requests": len(prompts) * k}
+
+
+def ceiling_row(engine: Engine, prompts: list[str], settings: RolloutSettings, k: int) -> dict[str, Any]:
+    if engine.name == "vllm":
+        import vllm
+
+        llm = engine.llm  # type: ignore[attr-defined]
+        params = vllm.SamplingParams(n=1, max_tokens=settings.max_tokens, temperature=settings.temperature,
+                                     top_p=settings.top_p, ignore_eos=True, seed=0)
+        started = time.perf_counter()
+        outs = llm.generate([{"prompt_token_ids": engine.tokenize(p)} for p in prompts for _ in range(k)], params,
+                            use_tqdm=False)
+        tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
+        return {"wall_s": time.perf_counter() - started, "tokens": tokens, "requests": len(prompts) * k}
+    if engine.name != "llamacpp":
+        raise SystemExit(f"no ceiling row for engine {engine.name}")
+    llm = engine.llm  # type: ignore[attr-defined]
+    tokens, decoding = 0, 0.0
+    for prompt in prompts:
+        ids = engine.tokenize(prompt)
+        llm.reset()
+        llm.eval(ids)  # the prompt is in the cache, as it is for the stage's samples after the first
+        started = time.perf_counter()
+        for produced, _ in enumerate(llm.generate(ids, temp=settings.temperature, top_p=settings.top_p, top_k=0,
+                                                  min_p=0.0, repeat_penalty=1.0, reset=True), start=1):
+            if produced >= settings.max_tokens:
+                break
+        decoding += time.perf_counter() - started
+        tokens += settings.max_tokens
+    return {"wall_s": decoding, "tokens": tokens, "requests": len(prompts)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--engine", default="llamacpp")
+    parser.add_argument("--model", default="qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--problems", type=int, default=3)
+    parser.add_argument("--k", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    options: dict[str, Any] = {"n_threads": args.threads} if args.engine == "llamacpp" and args.threads else {}
+    engine = load_engine(args.engine, args.model, **options)
+    chat = ChatModel(engine)
+    settings = RolloutSettings(ks=(args.k,) * 3, max_tokens=args.max_tokens, skip_after_zero=False)
+    solution_settings = SolutionSettings()
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        chosen = prepare(Path(scratch), args.problems, solution_settings)
+        prompts = prompts_of(chat, chosen, solution_settings.system_prompt)
+        for row in args.rows.split(","):
+            if row == "stage":
+                results[row] = stage_row(Path(scratch), chat, settings, args.concurrency)
+            elif row == "one-at-a-time":
+                results[row] = one_at_a_time_row(chat, prompts, settings, args.k)
+            elif row == "ceiling":
+                results[row] = ceiling_row(engine, [p for p, _, _ in prompts], settings, args.k)
+            else:
+                raise SystemExit(f"unknown row {row!r}: choose from {', '.join(ROWS)}")
+            results[row]["tok_s"] = results[row]["tokens"] / results[row]["wall_s"]
+            print(f"{row}: {results[row]}", file=sys.stderr, flush=True)
+    engine.close()
+    ceiling = results.get("ceiling", {}).get("tok_s")
+    print(f"\n{args.engine} {args.model}: {args.problems} problems, {len(prompts)} prefixes, K={args.k}, "
+          f"{args.max_tokens} tokens max, concurrency {args.concurrency}\n")
+    print("| row | wall s | generated tok | gen tok/s | share of ceiling |\n|---|---|---|---|---|")
+    for row, r in results.items():
+        share = f"{100 * r['tok_s'] / ceiling:.0f}%" if ceiling else "–"
+        print(f"| {row} | {r['wall_s']:.1f} | {r['tokens']} | {r['tok_s']:.1f} | {share} |")
+    if args.out:
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results},
+                                       indent=1))
+
+
+if __name__ == "__main__":
+    main()
