@@ -39,6 +39,7 @@ from genprm.cli.options import (
 )
 from genprm.cli.refine import refine_command
 from genprm.cli.report import report_command
+from genprm.cli.serve import serve_command
 from genprm.cli.summary import ComputeTotals, print_compute_total, print_solution, saves_compute
 from genprm.cli.synth import synth_app
 from genprm.cli.train import export_command, train_command
@@ -59,6 +60,7 @@ app.add_typer(eval_app, name="eval")
 app.add_typer(synth_app, name="synth")
 app.command("report")(report_command)
 app.command("refine")(refine_command)
+app.command("serve")(serve_command)
 app.command("train")(train_command)
 app.command("export")(export_command)
 
