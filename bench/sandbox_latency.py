@@ -1,8 +1,11 @@
-"""Latency of the code sandbox: warm-worker run vs in-process exec, and worker cold start.
+"""Latency of the code sandbox: warm-worker run vs in-process exec, worker cold start, session close.
 
-    python bench/sandbox_latency.py [--runs 200] [--cold 5]
+    python bench/sandbox_latency.py [--runs 200] [--cold 5] [--python PATH] [--preimport sympy,numpy,scipy]
 
-Prints a plain table. Target: the sandbox adds at most ~5 ms (median) to a typical check.
+Prints plain tables, one row per mode with the launch it got (bwrap+userns, bwrap+setuid, bwrap,
+rlimits+uid, rlimits) or why it is unavailable. Target: the sandbox adds at most ~5 ms (median)
+to a typical check. ``--python``: the interpreter that runs the code (as root, rlimits needs one
+an unprivileged uid can read); ``--preimport ""`` when that Python lacks sympy & co.
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ except ImportError:  # running from a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from genprm.errors import SandboxUnavailableError
-from genprm.sandbox import CodeSession, SandboxConfig, WorkerPool
-from genprm.sandbox.isolation import bwrap_status
+from genprm.sandbox import CodeSession, SandboxConfig, WorkerPool, bwrap_status
 from genprm.sandbox.process import Worker, WorkerSpec
+
+PREIMPORTS = ("sympy", "numpy", "scipy")
 
 CHECKS = {
     "print(1+1)": "print(1+1)",
@@ -64,42 +68,63 @@ def in_process(code: str) -> Callable[[], object]:
     return call
 
 
-def cold_start(mode: str, preimport: tuple[str, ...], repeats: int) -> float | None:
-    """Median seconds from spawn to 'ready' (None when the mode is unusable here)."""
+def launch(config: SandboxConfig) -> tuple[str | None, str]:
+    """(launch label, "") or (None, why the mode is unavailable here)."""
     try:
-        spec = WorkerSpec.from_config(SandboxConfig(isolation=mode, preimport=preimport))  # type: ignore[arg-type]
-    except SandboxUnavailableError:
-        return None
-    times = []
+        return WorkerSpec.from_config(config).plan.label, ""
+    except SandboxUnavailableError as e:
+        return None, str(e)
+
+
+def cold_start(config: SandboxConfig, repeats: int) -> tuple[float, float]:
+    """Median seconds from spawn to 'ready', and of close() (the whole-tree kill) after one run."""
+    spec = WorkerSpec.from_config(config)
+    starts, closes = [], []
     for _ in range(repeats):
         t0 = time.perf_counter()
         worker = Worker(spec)
-        times.append(time.perf_counter() - t0)
+        starts.append(time.perf_counter() - t0)
+        worker.execute("x = 1", 5.0, 100)
+        t0 = time.perf_counter()
         worker.close()
-    return statistics.median(times)
+        closes.append(time.perf_counter() - t0)
+    return statistics.median(starts), statistics.median(closes)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200, help="timed runs per check (default 200)")
     parser.add_argument("--cold", type=int, default=5, help="cold starts per mode (default 5)")
+    parser.add_argument("--python", default=None, help="interpreter that runs the code (default: this one)")
+    parser.add_argument("--preimport", default=",".join(PREIMPORTS), help="modules warm in the run rows")
     args = parser.parse_args()
+    warm = tuple(m for m in args.preimport.split(",") if m)
 
     import sympy  # noqa: F401 - the in-process baseline gets the same warm imports
 
-    bwrap, reason = bwrap_status(("sympy", "numpy", "scipy"))
-    modes = ["bwrap", "rlimits"] if bwrap else ["rlimits"]
+    bwrap, reason = bwrap_status(PREIMPORTS, python=args.python)
     print(f"python {sys.version.split()[0]}; bubblewrap: {'yes' if bwrap else 'no (' + reason + ')'}; "
           f"{args.runs} runs per check\n")
 
     rows = []
-    for mode in modes:
+    skipped = []
+    for mode in ("bwrap", "rlimits"):
+        config = SandboxConfig(isolation=mode, pool_size=1, python=args.python, preimport=warm)  # type: ignore[arg-type]
+        label, why = launch(config)
+        if label is None:
+            skipped.append((mode, why))
+            continue
         pool = WorkerPool()
-        config = SandboxConfig(isolation=mode, pool_size=1)  # type: ignore[arg-type]
         pool.prewarm(config)
-        pool.wait_idle(config, 1, timeout_s=120)
+        if not pool.wait_idle(config, 1, timeout_s=120):
+            skipped.append((mode, "no worker started (see the warning above)"))
+            pool.shutdown()
+            continue
         for name, code in CHECKS.items():
             with CodeSession(config, pool=pool) as session:
+                if session.run(code).startswith("Code execute"):
+                    skipped.append((f"{label} {name}", session.run(code)))
+                    continue
                 for _ in range(10):
                     session.run(code)  # warm-up (first sympy calls fill caches)
                 sandbox = percentiles(time_calls(lambda: session.run(code), args.runs))  # noqa: B023
@@ -107,24 +132,33 @@ def main() -> None:
             for _ in range(10):
                 base_fn()
             base = percentiles(time_calls(base_fn, args.runs))
-            rows.append((mode, name, sandbox, base))
+            rows.append((label, name, sandbox, base))
         pool.shutdown()
 
-    head = (f"{'mode':8} {'check':12} {'sandbox med':>12} {'sandbox p90':>12} {'exec med':>10} "
+    head = (f"{'launch':13} {'check':12} {'sandbox med':>12} {'sandbox p90':>12} {'exec med':>10} "
             f"{'exec p90':>10} {'added med':>10}")
     print(head)
     print("-" * len(head))
-    for mode, name, (s_med, s_p90), (b_med, b_p90) in rows:
-        print(f"{mode:8} {name:12} {s_med:10.3f}ms {s_p90:10.3f}ms {b_med:8.3f}ms {b_p90:8.3f}ms "
+    for label, name, (s_med, s_p90), (b_med, b_p90) in rows:
+        print(f"{label:13} {name:12} {s_med:10.3f}ms {s_p90:10.3f}ms {b_med:8.3f}ms {b_p90:8.3f}ms "
               f"{s_med - b_med:8.3f}ms")
 
-    print(f"\n{'cold start (spawn -> ready)':36} {'median':>10}")
-    print("-" * 48)
+    print(f"\n{'cold start (spawn -> ready), close':40} {'start':>10} {'close':>10}")
+    print("-" * 62)
     for mode in ("bwrap", "rlimits"):
-        for label, pre in (("sympy+numpy+scipy", ("sympy", "numpy", "scipy")), ("no preimport", ())):
-            t = cold_start(mode, pre, args.cold)
-            shown = "unavailable" if t is None else f"{t * 1e3:8.1f}ms"
-            print(f"{mode + ', ' + label:36} {shown:>10}")
+        for what, pre in (("sympy+numpy+scipy", PREIMPORTS), ("no preimport", ())):
+            config = SandboxConfig(isolation=mode, preimport=pre, python=args.python)  # type: ignore[arg-type]
+            label, _ = launch(config)
+            try:
+                if label is None:
+                    raise SandboxUnavailableError("unavailable")
+                start, close = cold_start(config, args.cold)
+            except SandboxUnavailableError:
+                print(f"{(label or mode) + ', ' + what:40} {'unavailable':>10}")
+                continue
+            print(f"{label + ', ' + what:40} {start * 1e3:8.1f}ms {close * 1e3:8.1f}ms")
+    for mode, why in skipped:
+        print(f"\n{mode}: unavailable: {why}")
 
 
 if __name__ == "__main__":

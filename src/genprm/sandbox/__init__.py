@@ -2,20 +2,21 @@
 
 ``CodeSession(SandboxConfig()).run(code)`` returns exactly the text upstream GenPRM spliced into
 the transcript (stdout stripped, or ``Code execute Error: Name: msg``, or the time-out line), but
-the code runs in a separate worker process, never in ours:
+the code runs in a separate worker process, never in ours, and never with our rights:
 
-* always: a wall clock enforced by the parent (SIGKILL of the worker and everything it spawned),
-  RLIMIT_AS/CPU/NPROC/FSIZE/NOFILE/CORE, bounded output, an empty environment, a private scratch
-  folder as cwd/$HOME, and a fresh worker after any kill;
-* with bubblewrap (Linux, ``isolation="auto"``/``"bwrap"``): read-only root filesystem with the home
-  folders, /tmp and /run hidden, no network, private pid/ipc/uts namespaces, and (when we are root)
-  an unprivileged per-worker uid;
-* without bubblewrap (``"rlimits"``): resource limits only -- no filesystem, network or process
-  isolation; the code can read your files and signal your processes. A warning says so once.
+* always: a wall clock enforced by the parent, a per-run CPU budget (upstream's time-out text when
+  hit), RLIMIT_AS/NPROC/FSIZE/NOFILE/CORE, bounded output, an empty environment, a private scratch
+  folder as cwd/$HOME, the whole process tree killed on time-out and close (even children that
+  ``setsid`` and double-fork), and, after a kill, a fresh worker into which the earlier clean
+  blocks are replayed;
+* ``isolation="auto"``/``"bwrap"`` (the default): bubblewrap -- read-only root filesystem with the
+  home folders, /tmp and /run hidden, no network, private pid/ipc/uts namespaces, no
+  capabilities, a uid other than 0 (its own one per worker when we are root). Without a usable
+  bubblewrap this raises SandboxUnavailableError with a one-line fix instead of running the code;
+* ``"rlimits"`` (explicit, unsafe): resource limits and process-tree tracking only. As root the
+  code runs as its own unprivileged uid (or we refuse); as a normal user it runs as that user.
 
-Not contained in any mode: CPU-time and cache side channels, kernel exploits (no seccomp), reads of
-world-readable files outside the hidden folders, and total disk use of the scratch folder beyond
-the per-file limit.
+See docs/sandbox.md for exactly what each mode contains and does not contain.
 """
 
 from __future__ import annotations

@@ -347,6 +347,10 @@ class Worker:
     def kill(self) -> None:
         """Kill the worker's whole process tree and reap it."""
         if self._control is not None:  # rlimits: the keeper kills every process of the tree, then exits
+            try:  # a byte, not only EOF: a forked child of ours may hold a copy of the pipe
+                os.write(self._control, b"k")
+            except OSError:
+                pass  # the keeper is gone already
             os.close(self._control)
             self._control = None
             try:
@@ -372,12 +376,29 @@ class Worker:
             self.proc.wait(timeout=10.0)
         except subprocess.TimeoutExpired:
             pass
+        code = self.proc.returncode
+        if self.uid is not None and self.spec.isolation == "rlimits" and code is not None and code < 0:
+            self._sweep_uid()  # the keeper was killed before it could clean up
         for pipe in (self.proc.stdin, self.proc.stdout):
             if pipe is not None:
                 try:
                     pipe.close()
                 except OSError:
                     pass
+
+    def _sweep_uid(self) -> None:
+        """Last resort: SIGKILL every process of the worker's uid until none is left."""
+        assert self.uid is not None
+        for _ in range(100):
+            pids = uids.processes_of_uid(self.uid)
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.01)
 
     def close(self) -> None:
         """Kill the worker and delete its scratch folder (only in the process that started it)."""
