@@ -10,16 +10,18 @@ annotations ``<<...>>`` removed), stored as a stage-1 selection in a scratch run
 model is needed; every step is rolled out (``--all-steps``: all rows do the same work).
 
 * ``stage``: :func:`genprm.synthesis.stages.run_rollouts` as shipped: a prefix's K samples are one
-  request with ``n = K``, ``--concurrency`` prefixes in flight (grading and storing included).
+  request with ``n = K``, ``--concurrency`` prefixes in flight (2 on llama.cpp, which runs one
+  request at a time), grading and storing included.
 * ``one-at-a-time``: the same K samples of each prefix, one request of one sample at a time, one
   prefix after another (what a loop calling the engine per sample gives).
-* ``ceiling``: the engine's raw generation speed at a full batch, without the stage around it:
-  vLLM: one ``vllm.LLM.generate`` call on all the prompts × K with ``ignore_eos``; llama.cpp (which
-  decodes one sequence at a time here): ``--max-tokens`` tokens decoded with EOS ignored, after each
-  prompt is in the KV cache.
+* ``ceiling``: the engine alone on exactly the same requests (every prefix, ``n = K``, the same
+  seeds) handed over in one ``Engine.sample`` call: one batch of all of them for vLLM, back to back
+  for llama.cpp (which decodes one sequence at a time here). No grading, no store, no scheduling.
 
-Columns: wall seconds (model loading excluded), generated tokens, generated tokens/s, and the
-row's tokens/s as a share of the ceiling's (the goal for ``stage``: at least 80%).
+Columns: wall seconds (model loading excluded; one warm-up request and a grading call first),
+generated tokens, generated tokens/s, and the row's tokens/s as a share of the ceiling's (the goal
+for ``stage``: at least 80%). ``--repeat N`` runs the rows round-robin N times (the stage row on a
+fresh copy of the store each time) and shows each row's median: steadier on a shared machine.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -38,10 +41,10 @@ try:
 except ImportError:  # a checkout without `pip install -e .`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from genprm.engines import Engine, GenerationRequest, load_engine
+from genprm.engines import GenerationRequest, load_engine
 from genprm.evaluation.chat import ChatModel
-from genprm.executor import LocalExecutor
 from genprm.protocol.synthesis import continuation_prompt, policy_messages, rollout_prefix
+from genprm.synthesis.pipeline import local_executor
 from genprm.synthesis.problems import Problem, read_problems
 from genprm.synthesis.rollouts import RolloutSettings, prefix_seed
 from genprm.synthesis.solutions import Selection, Solution, SolutionSettings, solution_key
@@ -82,7 +85,7 @@ def stage_row(run: Path, chat: ChatModel, settings: RolloutSettings, concurrency
     before = chat.engine.stats.completion_tokens
     started = time.perf_counter()
     with SynthStore(run) as store:
-        report = run_rollouts(store, chat, settings, LocalExecutor(concurrency))
+        report = run_rollouts(store, chat, settings, local_executor(chat, concurrency))
     wall = time.perf_counter() - started
     return {"wall_s": wall, "tokens": chat.engine.stats.completion_tokens - before, "requests": report.computed}
 
@@ -109,34 +112,23 @@ def one_at_a_time_row(chat: ChatModel, prompts: list[tuple[str, str, int]], sett
     return {"wall_s": time.perf_counter() - started, "tokens": tokens, "requests": len(prompts) * k}
 
 
-def ceiling_row(engine: Engine, prompts: list[str], settings: RolloutSettings, k: int) -> dict[str, Any]:
-    if engine.name == "vllm":
-        import vllm
+def ceiling_row(chat: ChatModel, prompts: list[tuple[str, str, int]], settings: RolloutSettings,
+                k: int) -> dict[str, Any]:
+    """Exactly the stage's requests (same prompts, n = K, seeds), handed to the engine in one call."""
+    requests = [GenerationRequest(prompt, settings.sampling(k, prefix_seed(settings, key, t)))
+                for prompt, key, t in prompts]
+    started = time.perf_counter()
+    outs = chat.engine.sample(requests)
+    tokens = sum(g.completion_tokens for found in outs for g in found)
+    return {"wall_s": time.perf_counter() - started, "tokens": tokens, "requests": len(requests)}
 
-        llm = engine.llm  # type: ignore[attr-defined]
-        params = vllm.SamplingParams(n=1, max_tokens=settings.max_tokens, temperature=settings.temperature,
-                                     top_p=settings.top_p, ignore_eos=True, seed=0)
-        started = time.perf_counter()
-        outs = llm.generate([{"prompt_token_ids": engine.tokenize(p)} for p in prompts for _ in range(k)], params,
-                            use_tqdm=False)
-        tokens = sum(len(c.token_ids) for o in outs for c in o.outputs)
-        return {"wall_s": time.perf_counter() - started, "tokens": tokens, "requests": len(prompts) * k}
-    if engine.name != "llamacpp":
-        raise SystemExit(f"no ceiling row for engine {engine.name}")
-    llm = engine.llm  # type: ignore[attr-defined]
-    tokens, decoding = 0, 0.0
-    for prompt in prompts:
-        ids = engine.tokenize(prompt)
-        llm.reset()
-        llm.eval(ids)  # the prompt is in the cache, as it is for the stage's samples after the first
-        started = time.perf_counter()
-        for produced, _ in enumerate(llm.generate(ids, temp=settings.temperature, top_p=settings.top_p, top_k=0,
-                                                  min_p=0.0, repeat_penalty=1.0, reset=True), start=1):
-            if produced >= settings.max_tokens:
-                break
-        decoding += time.perf_counter() - started
-        tokens += settings.max_tokens
-    return {"wall_s": decoding, "tokens": tokens, "requests": len(prompts)}
+
+def warm_up(chat: ChatModel, prompt: str) -> None:
+    """Page the weights in and import math-verify before any row is timed."""
+    from genprm.evaluation.grading import grade_all
+
+    chat.engine.generate([GenerationRequest(prompt, RolloutSettings(max_tokens=8).sampling(1, 0))])
+    grade_all([("1", "1")])
 
 
 def main() -> None:
@@ -149,6 +141,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--threads", type=int, default=None, help="llama.cpp threads")
     parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of all rows; the table shows the median")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     options: dict[str, Any] = {"n_threads": args.threads} if args.engine == "llamacpp" and args.threads else {}
@@ -156,21 +149,27 @@ def main() -> None:
     chat = ChatModel(engine)
     settings = RolloutSettings(ks=(args.k,) * 3, max_tokens=args.max_tokens, skip_after_zero=False)
     solution_settings = SolutionSettings()
-    results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {row: [] for row in args.rows.split(",")}
     with tempfile.TemporaryDirectory() as scratch:
-        chosen = prepare(Path(scratch), args.problems, solution_settings)
+        chosen = prepare(Path(scratch) / "store", args.problems, solution_settings)
         prompts = prompts_of(chat, chosen, solution_settings.system_prompt)
-        for row in args.rows.split(","):
-            if row == "stage":
-                results[row] = stage_row(Path(scratch), chat, settings, args.concurrency)
-            elif row == "one-at-a-time":
-                results[row] = one_at_a_time_row(chat, prompts, settings, args.k)
-            elif row == "ceiling":
-                results[row] = ceiling_row(engine, [p for p, _, _ in prompts], settings, args.k)
-            else:
-                raise SystemExit(f"unknown row {row!r}: choose from {', '.join(ROWS)}")
-            results[row]["tok_s"] = results[row]["tokens"] / results[row]["wall_s"]
-            print(f"{row}: {results[row]}", file=sys.stderr, flush=True)
+        warm_up(chat, prompts[0][0])
+        for round_ in range(args.repeat):
+            for row in runs:
+                if row == "stage":
+                    fresh = Path(scratch) / f"run{round_}"
+                    shutil.copytree(Path(scratch) / "store", fresh)
+                    result = stage_row(fresh, chat, settings, args.concurrency)
+                elif row == "one-at-a-time":
+                    result = one_at_a_time_row(chat, prompts, settings, args.k)
+                elif row == "ceiling":
+                    result = ceiling_row(chat, prompts, settings, args.k)
+                else:
+                    raise SystemExit(f"unknown row {row!r}: choose from {', '.join(ROWS)}")
+                result["tok_s"] = result["tokens"] / result["wall_s"]
+                runs[row].append(result)
+                print(f"{row} #{round_}: {result}", file=sys.stderr, flush=True)
+    results = {row: sorted(found, key=lambda r: r["tok_s"])[len(found) // 2] for row, found in runs.items()}
     engine.close()
     ceiling = results.get("ceiling", {}).get("tok_s")
     print(f"\n{args.engine} {args.model}: {args.problems} problems, {len(prompts)} prefixes, K={args.k}, "
@@ -180,8 +179,8 @@ def main() -> None:
         share = f"{100 * r['tok_s'] / ceiling:.0f}%" if ceiling else "–"
         print(f"| {row} | {r['wall_s']:.1f} | {r['tokens']} | {r['tok_s']:.1f} | {share} |")
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results},
-                                       indent=1))
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results,
+                                        "runs": runs}, indent=1))
 
 
 if __name__ == "__main__":

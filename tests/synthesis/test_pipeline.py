@@ -228,3 +228,28 @@ def test_every_stage_alone_reads_the_one_before(tmp_path):
         report = run_export(store, SETTINGS.export, tmp_path / "alone.parquet")
     assert report.notes["written"] == 4
     assert len(read_conversations(tmp_path / "alone.parquet")) == 4
+
+
+def test_the_funnel_says_which_failures_a_later_run_resolved(tmp_path):
+    def flaky(prompt, request):
+        if "2 + 2" in prompt:
+            raise RuntimeError("server down")
+        return policy_reply(prompt, request)
+
+    with SynthStore(tmp_path) as store:
+        run_solutions(store, [PROBLEM, EASY], ChatModel(ScriptedEngine(respond=flaky)), SETTINGS.solutions,
+                      LocalExecutor(2))
+        failed = {s.title: s.rows for s in funnel(store)}["failed units"]
+        assert failed == [("solutions", "1 recorded, 1 still missing (the next run retries them); "
+                           "last: RuntimeError: server down", "")]
+        run_solutions(store, [PROBLEM, EASY], ChatModel(ScriptedEngine(respond=policy_reply)), SETTINGS.solutions,
+                      LocalExecutor(2))
+        assert store.failures("solutions")[0]["resolved"] is True
+
+
+def test_a_problem_listed_twice_is_drawn_once(tmp_path):
+    roles = ScriptedRoles()
+    with SynthStore(tmp_path) as store:
+        report = run_solutions(store, [PROBLEM, replace(PROBLEM, id="again", position=5)], roles.chat("policy"),
+                               SETTINGS.solutions, LocalExecutor(2))
+        assert report.computed == 1 and len(store.problems()) == 1

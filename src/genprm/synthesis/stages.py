@@ -95,19 +95,19 @@ def run_solutions(
     store.set_stage("solutions", StageRecord(chosen_key, settings.selection_fields(), {"draws": draws_key},
                                              policy.engine.model_id))
     report = StageReport("solutions")
-    problems: list[Problem] = []
+    problems: dict[str, Problem] = {}
     for record in records:
         if isinstance(record, Skipped):
             store.put_skipped(record)
-        else:
+        elif record.key not in problems:  # a problem listed twice is one problem
             store.put_problem(record)
-            problems.append(record)
+            problems[record.key] = record
     report.notes["skipped"] = len(store.skipped())
     done = store.selections(chosen_key)
     stored = store.draw_rounds(draws_key)
     rounds: dict[str, list[list[Draw]]] = {}
     units: list[DrawUnit] = []
-    for problem in problems:
+    for problem in problems.values():
         if problem.key in done:
             report.reused += 1
             continue
@@ -121,7 +121,7 @@ def run_solutions(
     total, finished = len(units), 0
     on_progress("solutions", finished, total)
     prompts = {p.key: continuation_prompt(policy.template, policy_messages(settings.system_prompt, p.problem),
-                                          STEP_PREFILL) for p in problems}
+                                          STEP_PREFILL) for p in problems.values()}
 
     def draw(unit: DrawUnit) -> list[Generation]:
         seed = round_seed(settings, unit.problem.key, unit.round)

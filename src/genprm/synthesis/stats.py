@@ -14,7 +14,7 @@ from typing import Any
 
 from genprm.synthesis.critique import TeacherCritique, agreement_rate
 from genprm.synthesis.rollouts import samples_of
-from genprm.synthesis.stages import medium_solutions, rollout_settings_of
+from genprm.synthesis.stages import rollout_settings_of
 from genprm.synthesis.store import SynthStore
 
 PAPER_FILTER_RATE = 0.51
@@ -138,9 +138,13 @@ def _later_sections(store: SynthStore) -> list[Section]:
         sections.append(section)
     failures = store.failures()
     if failures:
-        section = Section("failed units (retried by the next run)")
-        for stage, count in Counter(f["stage"] for f in failures).items():
-            section.add(stage, count)
+        section = Section("failed units")
+        for stage in dict.fromkeys(f["stage"] for f in failures):
+            of_stage = [f for f in failures if f["stage"] == stage]
+            missing = sum(not f["resolved"] for f in of_stage)
+            last = of_stage[-1]["reason"]
+            section.add(stage, f"{len(of_stage)} recorded, {missing} still missing (the next run retries them); "
+                               f"last: {last}")
         sections.append(section)
     return sections
 
@@ -166,9 +170,3 @@ def _critique_section(store: SynthStore, key: str) -> Section:
     section.add("code runs", sum(len(c.code_runs) for c in found))
     section.add("generated tokens", sum(c.generated_tokens for c in found))
     return section
-
-
-def kept_problems(store: SynthStore) -> int:
-    """How many problems stage 1 kept under the run's latest selection."""
-    selection = store.stage("solutions")
-    return len(medium_solutions(store, selection)) if selection else 0

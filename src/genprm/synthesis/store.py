@@ -19,7 +19,8 @@ Kinds (``sample`` / ``settings`` / ``slot`` -> value):
 ``synth-critique``     solution key / teacher key / critique index -> ``TeacherCritique.to_dict()``
 ``synth-consensus``    solution key / filter key / ``""`` -> :class:`~genprm.synthesis.consensus.Verdict`
 ``synth-export``       solution key / export key / ``""`` -> ``{"kept", "reason", "turns"}``
-``synth-failure``      unit id / stage key / stage -> ``{"reason", "time"}`` (the unit is retried next run)
+``synth-failure``      unit id / stage key / stage -> ``{"reason", "time"}`` (the unit is retried next run;
+                       unit ids: ``problem:round``, ``sample:t:start``, ``solution:index``)
 =====================  ======================================================================
 
 Each stage records the key and settings it last ran with in the meta table (``synth.stage.NAME``);
@@ -211,8 +212,20 @@ class SynthStore:
         self.runs.put_item(FAILURE, unit, stage_key, {"reason": reason, "time": time.time()}, slot=stage)
 
     def failures(self, stage: str | None = None) -> list[dict[str, Any]]:
-        return [{"unit": unit, "stage": slot, **value} for unit, _, slot, value in self.runs.items(FAILURE)
-                if stage is None or slot == stage]
+        """Every failure recorded (``unit``, ``stage``, ``key``, ``reason``, ``time``), oldest first, with
+        ``resolved`` saying whether a later run has since stored the unit's result.
+        """
+        found = []
+        for unit, key, slot, value in self.runs.items(FAILURE):
+            if stage is None or slot == stage:
+                found.append({"unit": unit, "stage": slot, "key": key, **value,
+                              "resolved": self._resolved(slot, key, unit)})
+        return found
+
+    def _resolved(self, stage: str, key: str, unit: str) -> bool:
+        sample, _, slot = unit.partition(":")
+        kind = {"solutions": DRAWS, "rollouts": ROLLOUTS, "critique": CRITIQUE}.get(stage)
+        return kind is not None and self.runs.item(kind, sample, key, slot) is not None
 
     # -- joined views ---------------------------------------------------------------------------
 
