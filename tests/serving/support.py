@@ -58,8 +58,14 @@ class GatedEngine(ScriptedEngine):
         return math.log(p), math.log(1 - p)
 
 
+class ServedURL(str):
+    """The base URL of a test server; ``bound`` is the address its socket is bound to."""
+
+    bound: tuple = ()
+
+
 @contextmanager
-def running(config: ServeConfig, engine=None) -> Iterator[str]:
+def running(config: ServeConfig, engine=None) -> Iterator[ServedURL]:
     """Serve ``create_app(config, engine)`` with uvicorn on a free loopback port; yields the base URL."""
     import uvicorn
 
@@ -71,9 +77,11 @@ def running(config: ServeConfig, engine=None) -> Iterator[str]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the server did not start")
         time.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
+    bound = server.servers[0].sockets[0].getsockname()
+    url = ServedURL(f"http://127.0.0.1:{bound[1]}")
+    url.bound = bound
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
         server.should_exit = True
         thread.join(120)
