@@ -163,6 +163,15 @@ class RunStore:
         )
         return {int(index): json.loads(steps) for index, steps in rows}
 
+    def all_paths(self, settings: str | None = None, n: int | None = None) -> Iterator[list[dict[str, Any]]]:
+        """Every stored trajectory (of ``settings`` and below path ``n`` when given), in no set order."""
+        rows = self._db.execute(
+            "SELECT steps FROM paths WHERE (? IS NULL OR settings = ?) AND path < ?",
+            (settings, settings, n if n is not None else 1 << 30),
+        ).fetchall()
+        for (steps,) in rows:
+            yield json.loads(steps)
+
     def item(self, kind: str, sample: str, settings: str, slot: str = "") -> Any:
         row = self._db.execute(
             "SELECT value FROM items WHERE kind = ? AND sample = ? AND settings = ? AND slot = ?",
