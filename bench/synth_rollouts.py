@@ -18,10 +18,12 @@ model is needed; every step is rolled out (``--all-steps``: all rows do the same
   seeds) handed over in one ``Engine.sample`` call: one batch of all of them for vLLM, back to back
   for llama.cpp (which decodes one sequence at a time here). No grading, no store, no scheduling.
 
-Columns: wall seconds (model loading excluded; one warm-up request and a grading call first),
-generated tokens, generated tokens/s, and the row's tokens/s as a share of the ceiling's (the goal
-for ``stage``: at least 80%). ``--repeat N`` runs the rows round-robin N times (the stage row on a
-fresh copy of the store each time) and shows each row's median: steadier on a shared machine.
+Columns: wall seconds (model loading excluded; one warm-up request and a grading call first), the
+seconds the engine reports busy (its ``stats.seconds``), CPU seconds of this process and its
+children (steadier than wall time on a shared machine), generated tokens, generated tokens per wall
+second and per CPU second, and each as a share of the ceiling's (the goal for ``stage``: at least
+80%). ``--repeat N`` runs the rows round-robin N times (the stage row on a fresh copy of the store
+each time) and shows each row's median by tokens/s.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ from genprm.synthesis.rollouts import RolloutSettings, prefix_seed
 from genprm.synthesis.solutions import Selection, Solution, SolutionSettings, solution_key
 from genprm.synthesis.stages import run_rollouts
 from genprm.synthesis.store import StageRecord, SynthStore
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import cpu_seconds  # noqa: E402  (the verification bench's CPU clock, children included)
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K = ROOT.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -156,6 +161,7 @@ def main() -> None:
         warm_up(chat, prompts[0][0])
         for round_ in range(args.repeat):
             for row in runs:
+                engine_before, cpu_before = chat.engine.stats.seconds, cpu_seconds()
                 if row == "stage":
                     fresh = Path(scratch) / f"run{round_}"
                     shutil.copytree(Path(scratch) / "store", fresh)
@@ -166,18 +172,24 @@ def main() -> None:
                     result = ceiling_row(chat, prompts, settings, args.k)
                 else:
                     raise SystemExit(f"unknown row {row!r}: choose from {', '.join(ROWS)}")
+                result["engine_s"] = chat.engine.stats.seconds - engine_before
+                result["cpu_s"] = cpu_seconds() - cpu_before
                 result["tok_s"] = result["tokens"] / result["wall_s"]
+                result["tok_cpu_s"] = result["tokens"] / result["cpu_s"]
                 runs[row].append(result)
                 print(f"{row} #{round_}: {result}", file=sys.stderr, flush=True)
     results = {row: sorted(found, key=lambda r: r["tok_s"])[len(found) // 2] for row, found in runs.items()}
     engine.close()
-    ceiling = results.get("ceiling", {}).get("tok_s")
+    ceiling = results.get("ceiling")
     print(f"\n{args.engine} {args.model}: {args.problems} problems, {len(prompts)} prefixes, K={args.k}, "
-          f"{args.max_tokens} tokens max, concurrency {args.concurrency}\n")
-    print("| row | wall s | generated tok | gen tok/s | share of ceiling |\n|---|---|---|---|---|")
+          f"{args.max_tokens} tokens max, concurrency {args.concurrency}, median of {args.repeat}\n")
+    print("| row | wall s | engine busy s | CPU s | generated tok | gen tok/s | share of ceiling | "
+          "gen tok per CPU s | share of ceiling (CPU) |\n|---|---|---|---|---|---|---|---|---|")
     for row, r in results.items():
-        share = f"{100 * r['tok_s'] / ceiling:.0f}%" if ceiling else "–"
-        print(f"| {row} | {r['wall_s']:.1f} | {r['tokens']} | {r['tok_s']:.1f} | {share} |")
+        share = f"{100 * r['tok_s'] / ceiling['tok_s']:.0f}%" if ceiling else "–"
+        cpu_share = f"{100 * r['tok_cpu_s'] / ceiling['tok_cpu_s']:.0f}%" if ceiling else "–"
+        print(f"| {row} | {r['wall_s']:.1f} | {r['engine_s']:.1f} | {r['cpu_s']:.1f} | {r['tokens']} | "
+              f"{r['tok_s']:.1f} | {share} | {r['tok_cpu_s']:.1f} | {cpu_share} |")
     if args.out:
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results,
                                         "runs": runs}, indent=1))

@@ -253,3 +253,14 @@ def test_a_problem_listed_twice_is_drawn_once(tmp_path):
         report = run_solutions(store, [PROBLEM, replace(PROBLEM, id="again", position=5)], roles.chat("policy"),
                                SETTINGS.solutions, LocalExecutor(2))
         assert report.computed == 1 and len(store.problems()) == 1
+
+
+def test_more_problems_compute_only_the_new_ones(tmp_path):
+    roles = ScriptedRoles()
+    first = run_all(tmp_path, roles, records=[PROBLEM])
+    assert first["export"].notes["written"] == 4
+    calls = len(roles.policy.calls), len(roles.teacher.calls)
+    more = run_all(tmp_path, roles, records=[PROBLEM, EASY])
+    assert more["solutions"].computed == 2 and more["solutions"].reused == 1  # the easy problem's two rounds
+    assert more["rollouts"].computed == 0 and more["critique"].computed == 0  # easy problems keep nothing
+    assert len(roles.policy.calls) == calls[0] + 2 * 4 and len(roles.teacher.calls) == calls[1]
