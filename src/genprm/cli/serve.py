@@ -75,8 +75,11 @@ def serve_command(
         str | None, typer.Option(envvar=API_KEY_ENV, help="Bearer token required on every endpoint but /health.")
     ] = None,
     concurrency: Annotated[
-        int, typer.Option(help="Verification paths in flight at once across all requests (the engine's batch).")
-    ] = 32,
+        int | None,
+        typer.Option(help="Verification paths in flight at once across all requests. Default: vLLM's batch; 32 "
+                     "for --engine openai; 2 x N on llama.cpp, which runs one call at a time (more paths would only "
+                     "make each solution wait on all the others)."),
+    ] = None,
     max_queue: Annotated[int, typer.Option(help="Solutions waiting for a worker; beyond it: 503 + Retry-After.")] = 256,
     deadline: Annotated[float, typer.Option(help="Seconds a request may take before it gets 504.")] = 150.0,
     drain: Annotated[float, typer.Option(help="On SIGTERM, seconds to let requests in flight finish.")] = 120.0,

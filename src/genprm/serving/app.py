@@ -113,15 +113,16 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
         )
         run_dir = config.run_dir or Path(tempfile.mkdtemp(prefix="genprm-serve-"))
         store = RunStore(run_dir)
+        concurrency = config.paths_in_flight(llm.name, llm.max_batch)
         service = VerificationService(
-            llm, config.verify, store, chat_template=config.chat_template, concurrency=config.concurrency,
+            llm, config.verify, store, chat_template=config.chat_template, concurrency=concurrency,
             max_queue=config.max_queue,
         )
         metrics.watch(service, llm)
         grader = OutcomeGrader()
         app.state.runtime = _Runtime(config, llm, service, grader, metrics)
         log.info("genprm serve: %s on %s (%d paths in flight, store %s)", llm.model_id, config.engine,
-                 config.concurrency, run_dir)
+                 concurrency, run_dir)
         try:
             yield
         finally:
@@ -152,9 +153,9 @@ def create_app(config: ServeConfig, engine: Engine | None = None) -> FastAPI:
     @app.post("/get_reward", dependencies=guarded)
     async def get_reward(body: RewardRequest, request: Request, rt: Runtime) -> RewardResponse:
         deadline = time.monotonic() + rt.config.deadline_s
+        if len(body.query) > rt.config.max_solutions:
+            raise _field_error("query", f"{len(body.query)} items; at most {rt.config.max_solutions} per request")
         solutions = [_read_openrlhf(rt, body, i) for i in range(len(body.query))]
-        if len(solutions) > rt.config.max_solutions:
-            raise _field_error("query", f"{len(solutions)} items; at most {rt.config.max_solutions} per request")
         rewards = await _score(rt, request, solutions, deadline)
         return RewardResponse(
             rewards=[r.reward for _, r in rewards],

@@ -63,7 +63,9 @@ class ServeConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_key: str | None = Field(None, description="Bearer token every endpoint but /health requires.")
-    concurrency: int = Field(32, ge=1, description="Verification paths in flight at once, across requests.")
+    concurrency: int | None = Field(
+        None, ge=1, description="Verification paths in flight at once, across requests (default: see paths_in_flight)."
+    )
     max_queue: int = Field(256, ge=1, description="Solutions waiting for a worker; beyond it requests get 503.")
     deadline_s: float = Field(150.0, gt=0.0, description="Seconds a request may take before it gets 504.")
     drain_s: float = Field(120.0, ge=0.0, description="On SIGTERM, seconds to let requests in flight finish.")
@@ -84,3 +86,15 @@ class ServeConfig(BaseModel):
             )
         if self.api_key is not None and len(self.api_key) < 8:
             raise ConfigError("--api-key", "<hidden>", "use at least 8 characters")
+
+    def paths_in_flight(self, engine_name: str, engine_batch: int) -> int:
+        """``concurrency``, or a default that suits the engine: its batch on a batching engine (vLLM),
+        32 concurrent requests to a server, and on llama.cpp, which runs one call at a time, 2 x N:
+        solutions in flight there share the engine, so more would only make each wait on all the others
+        (and finish together, late) instead of in arrival order.
+        """
+        if self.concurrency is not None:
+            return self.concurrency
+        if engine_name == "llamacpp":
+            return 2 * self.verify.n
+        return engine_batch if engine_batch > 1 else 32

@@ -8,13 +8,17 @@ accepted finish before the engine closes.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from genprm.engines import Engine
 from genprm.serving.app import create_app
 from genprm.serving.config import ServeConfig
 
+if TYPE_CHECKING:
+    import uvicorn
 
-def uvicorn_config(config: ServeConfig, engine: Engine | None = None, *, log_level: str = "info") -> object:
+
+def uvicorn_config(config: ServeConfig, engine: Engine | None = None, *, log_level: str = "info") -> uvicorn.Config:
     """The ``uvicorn.Config`` that serves :func:`create_app` of ``config`` (tests run it in a thread)."""
     import uvicorn
 
@@ -30,5 +34,5 @@ def serve(config: ServeConfig, engine: Engine | None = None, *, log_level: str =
     import uvicorn
 
     logging.getLogger("genprm").setLevel(log_level.upper())
-    server = uvicorn.Server(uvicorn_config(config, engine, log_level=log_level))  # type: ignore[arg-type]
+    server = uvicorn.Server(uvicorn_config(config, engine, log_level=log_level))
     server.run()
