@@ -23,7 +23,9 @@ from genprm.cli.options import (
     Model,
     NCtx,
     RetryFailed,
+    Reward,
     RunDir,
+    Sandbox,
     Seed,
     ServedModel,
     StopAtFirstError,
@@ -106,6 +108,8 @@ def processbench_command(
     n_ctx: NCtx = None,
     threads: Threads = None,
     chat_template: ChatTemplateFile = None,
+    reward: Reward = "paper",
+    sandbox: Sandbox = "auto",
     retry_failed: RetryFailed = False,
 ) -> None:
     """ProcessBench: F1 per subset and Avg for Pass@1 and Maj@k, a threshold sweep, and optionally the critic."""
@@ -116,7 +120,8 @@ def processbench_command(
             adaptive_n=adaptive_n, min_paths=min_paths, adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
         )
         config = VerifyConfig(
-            n=n, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed, **compute
+            n=n, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed,
+            reward=reward, sandbox=sandbox, **compute,
         )
         options = engine_options(
             engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
@@ -199,6 +204,8 @@ def bon_command(
     n_ctx: NCtx = None,
     threads: Threads = None,
     chat_template: ChatTemplateFile = None,
+    reward: Reward = "paper",
+    sandbox: Sandbox = "auto",
     retry_failed: RetryFailed = False,
 ) -> None:
     """Best-of-N: accuracy per budget of argmax and reward-weighted votes over last/min/mean/product scores,
@@ -210,7 +217,10 @@ def bon_command(
             mode, stop_at_first_error=stop_at_first_error, cascade=cascade, cascade_band=cascade_band,
             adaptive_n=adaptive_n, min_paths=min_paths, adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
         )
-        config = VerifyConfig(n=n, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed, **compute)
+        config = VerifyConfig(
+            n=n, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed, reward=reward, sandbox=sandbox,
+            **compute,
+        )
         bon_eval.check_config(config)
         options = engine_options(
             engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads

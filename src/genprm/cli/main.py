@@ -28,6 +28,9 @@ from genprm.cli.options import (
     MinPaths,
     Model,
     NCtx,
+    RetryFailed,
+    Reward,
+    Sandbox,
     ServedModel,
     StopAtFirstError,
     Threads,
@@ -98,9 +101,12 @@ def verify_command(
     assistant_header: AssistantHeader = typer.Option(
         AssistantHeader.TEMPLATE, help="How a step's prompt ends: template (as trained), generation-prompt, none."
     ),
-    reward_temperature: float = typer.Option(1.0, help="Temperature on the Yes/No logits when reading rewards."),
+    reward: Reward = "paper",
+    reward_temperature: float = typer.Option(1.0, help="--reward raw: temperature on the Yes/No logits."),
     seed: int = typer.Option(0, help="Base random seed."),
     code_timeout: float = typer.Option(5.0, help="Wall-clock seconds per code run in the sandbox."),
+    sandbox: Sandbox = "auto",
+    retry_failed: RetryFailed = False,
     concurrency: Concurrency = 1,
     engine: EngineName = "llamacpp",
     base_url: BaseUrl = None,
@@ -120,8 +126,8 @@ def verify_command(
         config = VerifyConfig(
             n=n, paths=paths, threshold=threshold, temperature=temperature, top_p=top_p, top_k=top_k,
             max_step_tokens=max_step_tokens, max_code_rounds=max_code_rounds, first_turn=first_turn,
-            assistant_header=assistant_header, reward_temperature=reward_temperature, seed=seed,
-            code_timeout_s=code_timeout, **compute,
+            assistant_header=assistant_header, reward=reward, reward_temperature=reward_temperature, seed=seed,
+            code_timeout_s=code_timeout, sandbox=sandbox, **compute,
         )
     except (ValueError, GenPRMError) as exc:
         fail(describe(exc))
@@ -160,7 +166,7 @@ def verify_command(
         try:
             verify(
                 input, model=model, config=config, out=out, engine=engine, engine_options=options,
-                chat_template=template, on_progress=report, concurrency=concurrency,
+                chat_template=template, on_progress=report, concurrency=concurrency, retry_failed=retry_failed,
             )
         except GenPRMError as exc:
             fail(describe(exc))

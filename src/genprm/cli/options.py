@@ -71,6 +71,23 @@ AdaptiveMargin = Annotated[float, typer.Option(help="--adaptive-n: stop once |me
 MaxStepTokens = Annotated[int, typer.Option(help="Generated-token budget per step and path.")]
 Temperature = Annotated[float, typer.Option(help="Sampling temperature.")]
 Seed = Annotated[int, typer.Option(help="Base random seed.")]
+Reward = Annotated[
+    str,
+    typer.Option(
+        "--reward", metavar="paper|raw",
+        help="paper (default): P(Yes)/(P(Yes)+P(No)) after the sampling transforms (temperature, top-k, top-p; a "
+        "token outside the nucleus counts 0), as the paper's vLLM 0.7.1 measured it. raw: the model's own "
+        "distribution. See docs/rewards.md.",
+    ),
+]
+Sandbox = Annotated[
+    str,
+    typer.Option(
+        "--sandbox", metavar="auto|bwrap|rlimits",
+        help="Where model code runs: auto/bwrap (bubblewrap isolation; refuse without it) or rlimits (resource "
+        "limits only: UNSAFE, the code can read what you can; see docs/sandbox.md).",
+    ),
+]
 RetryFailed = Annotated[
     bool,
     typer.Option(

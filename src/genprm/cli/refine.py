@@ -25,7 +25,9 @@ from genprm.cli.options import (
     Model,
     NCtx,
     RetryFailed,
+    Reward,
     RunDir,
+    Sandbox,
     ServedModel,
     StopAtFirstError,
     Threads,
@@ -104,6 +106,8 @@ def refine_command(
     n_ctx: NCtx = None,
     threads: Threads = None,
     chat_template: ChatTemplateFile = None,
+    reward: Reward = "paper",
+    sandbox: Sandbox = "auto",
     retry_failed: RetryFailed = False,
 ) -> None:
     """Critique-refine: the verifier critiques the first wrong step, the policy answers again; accuracy per round."""
@@ -120,7 +124,8 @@ def refine_command(
             adaptive_n=adaptive_n, min_paths=min_paths, adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
         )
         config = VerifyConfig(
-            n=n, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed, **compute
+            n=n, threshold=threshold, max_step_tokens=max_step_tokens, temperature=temperature, seed=seed,
+            reward=reward, sandbox=sandbox, **compute,
         )
         problems = load_problems(data, limit)
         verifier_options = engine_options(

@@ -33,35 +33,16 @@ from genprm.verifier.records import (
 )
 
 
-class _LazySession:
-    """A sandbox session started on its first code run: most analysis-only paths never need one.
-
-    ``replay`` is code run first with its outputs discarded: a path that took over another path's
-    history (``adaptive_n``) rebuilds that path's namespace this way before running its own code.
-    """
-
-    def __init__(self, config: SandboxConfig, replay: Sequence[str] = ()) -> None:
-        self._config = config
-        self._replay = list(replay)
-        self._session: CodeSession | None = None
-
-    def run(self, code: str) -> str:
-        if self._session is None:
-            self._session = CodeSession(self._config)
-            for block in self._replay:
-                self._session.run(block)
-        return self._session.run(code)
-
-    def close(self) -> None:
-        if self._session is not None:
-            self._session.close()
-
-
 @dataclass
 class _PathState:
-    """One path's history: its assistant turns, the code that ran in its namespace, the namespace."""
+    """One path's history: its assistant turns, the code that ran in its namespace, the namespace.
 
-    session: _LazySession
+    The session starts its sandbox worker on its first code run (most analysis-only paths never need
+    one); a path that took over another's history (``adaptive_n``) gets that path's code as the
+    session's ``replay``, run silently into the fresh namespace first.
+    """
+
+    session: CodeSession
     turns: list[str] = field(default_factory=list)
     code: list[str] = field(default_factory=list)
     branched_from: int | None = None
@@ -88,13 +69,15 @@ class _Histories:
         if own is not None:
             own.session.close()
         if k == 0:
-            state = _PathState(_LazySession(self._sandbox))
+            state = _PathState(CodeSession(self._sandbox))
         else:
             # The first path of every step is always drawn, so at least one path is live.
             live = sorted(j for j, s in self._states.items() if len(s.turns) == k and s.branched_from is None)
             source = live[path % len(live)]
             origin = self._states[source]
-            state = _PathState(_LazySession(self._sandbox, origin.code), list(origin.turns), list(origin.code), source)
+            state = _PathState(
+                CodeSession(self._sandbox, replay=origin.code), list(origin.turns), list(origin.code), source
+            )
         self._states[key] = state
         return state
 
@@ -130,7 +113,8 @@ class SolutionVerifier:
             raise ConfigError("chat_template", None, f"model {engine.model_id} ships none; pass one explicitly")
         self.chat = ChatTemplate(source, engine.special_tokens)
         self.sandbox = sandbox or SandboxConfig(
-            timeout_s=self.config.code_timeout_s, max_output_chars=self.config.code_max_output_chars
+            timeout_s=self.config.code_timeout_s, max_output_chars=self.config.code_max_output_chars,
+            isolation=self.config.sandbox,
         )
         self._level_configs = {m: self.config.model_copy(update={"mode": m}) for m in self.config.levels}
 
