@@ -41,12 +41,25 @@ class VerifyConfig(BaseModel):
     first_turn: str = Field("question", description="question: 'Question: {problem}\\n\\n{step}'; plain: "
                             "'{problem}\\n{step}'.")
     assistant_header: AssistantHeader = Field(AssistantHeader.TEMPLATE)
-    reward_temperature: float = Field(
-        1.0, gt=0.0, description="Temperature applied to the Yes/No logits when reading the reward."
+    reward: Literal["paper", "raw"] = Field(
+        "paper",
+        description="paper: P(Yes)/(P(Yes)+P(No)) after the sampling transforms (temperature, top-k, top-p; "
+        "a token outside the nucleus counts 0), as the paper's vLLM 0.7.1 V0 measured it. raw: the model's own "
+        "distribution (at reward_temperature) renormalised over Yes and No.",
     )
-    min_verdict_mass: float = Field(1e-6, ge=0.0, lt=1.0)
+    reward_temperature: float = Field(
+        1.0, gt=0.0, description="reward=raw only: temperature applied to the Yes/No logits when reading the reward."
+    )
+    min_verdict_mass: float = Field(
+        1e-6, ge=0.0, lt=1.0, description="reward=raw only: below this P(Yes)+P(No) the verdict is unreadable."
+    )
     seed: int = Field(0, description="Base seed; each path, step and stage derives its own.")
     code_timeout_s: float = Field(5.0, gt=0.0)
+    sandbox: Literal["auto", "bwrap", "rlimits"] = Field(
+        "auto",
+        description="Isolation of model code: auto/bwrap (bubblewrap; refuse without it) or rlimits (resource limits "
+        "only: unsafe, see docs/sandbox.md).",
+    )
     code_max_output_chars: int = Field(8192, ge=64)
     cascade: tuple[Mode, ...] | None = Field(
         None,
@@ -95,7 +108,7 @@ class VerifyConfig(BaseModel):
         The threshold only steers compute (early stopping, the cascade band, sequential sampling's
         margin); each option's own parameters matter only while it is on; a cascade replaces ``mode``.
         """
-        inert: set[str] = set()
+        inert: set[str] = {"sandbox"}  # where the code runs, not what it prints
         if self.paths_independent:
             inert.add("threshold")
         if len(self.levels) == 1:
