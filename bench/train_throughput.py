@@ -62,13 +62,12 @@ def worker_trl(args: argparse.Namespace, data: Path, out: Path) -> dict[str, flo
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from genprm.training.templates import training_template_for
+    from genprm.training.templates import SHIPPED, shipped_template
 
     tokenizer = AutoTokenizer.from_pretrained(args.model)
-    template = training_template_for(tokenizer.chat_template, trl_copy=lambda: None) \
-        if tokenizer.chat_template and "generation" not in tokenizer.chat_template else None
-    if template is not None and template.source.startswith("genprm:"):
-        tokenizer.chat_template = template.training  # TRL cannot patch this template itself
+    for name in SHIPPED:  # TRL cannot patch these templates itself: give it the same marked copy as row (a)
+        if tokenizer.chat_template == shipped_template(name, training=False):
+            tokenizer.chat_template = shipped_template(name, training=True)
     gpu = torch.cuda.is_available()
     sft = SFTConfig(
         output_dir=str(out), assistant_only_loss=True, max_length=args.max_length, per_device_train_batch_size=1,
@@ -129,7 +128,10 @@ def main() -> None:
         data = scratch / "conversations.jsonl"
         _data(data, args.conversations, args.detail)
         load_before = os.getloadavg()
-        rows = {name: _run_row(name, argv, data, scratch) for name in args.rows.split(",")}
+        rows = {}
+        for name in args.rows.split(","):
+            rows[name] = _run_row(name, argv, data, scratch)
+            print(f"{name}: {json.dumps(rows[name])}", flush=True)
         load_after = os.getloadavg()
     mode = "LoRA r=16" if args.lora else "full fine-tune"
     print(f"\n{Path(args.model).name}, {mode}, {args.steps} steps x {args.accumulation} conversations, "

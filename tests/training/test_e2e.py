@@ -88,3 +88,29 @@ def test_genprm_verify_runs_on_the_exported_gguf(exported, tmp_path):
     assert path["text"].startswith(P.analyze_prefix(1))
     assert path["text"].endswith(P.verdict_close(path["verdict"]))
     assert record["step_status"][0] in ("scored", "unreadable")
+    from genprm.training.adherence import count_adherence
+
+    counts = count_adherence([path])
+    assert counts.path_steps == 1 and counts.readable == int(path["readable"])
+    assert counts.reached_verdict == int(path["degraded"] is None)
+
+
+def test_full_fine_tuning_exports_a_plain_folder(smollm2_hf, train_data, tmp_path):
+    """The paper's default on a GPU (here one step on the CPU): no adapter, the model saved as trained."""
+    from safetensors.torch import load_file
+
+    from genprm.training import TrainConfig, train
+    from genprm.training.export import export
+
+    run = tmp_path / "full"
+    result = train(TrainConfig(data=train_data, base_model=str(smollm2_hf), out=run, lora=False, max_steps=1,
+                               global_batch_size=1, save_steps=100, skip_invalid=True, learning_rate=1e-4))
+    assert result.lora is False and result.steps == 1
+    assert not (run / "final" / "adapter_config.json").exists()
+    exported = export(run)
+    assert exported.merged_lora is False and exported.gguf is None
+    merged, base = load_file(f"{exported.hf_dir}/model.safetensors"), load_file(str(smollm2_hf / "model.safetensors"))
+    name = next(k for k in base if k.endswith("mlp.down_proj.weight"))
+    assert merged[name].dtype == base[name].dtype, "saved in the base model's dtype"
+    assert (merged[name].float() - base[name].float()).abs().max() > 0
+    assert (tmp_path / "full" / "hf" / "chat_template.jinja").read_text() == shipped_template("smollm2", training=False)
