@@ -20,6 +20,7 @@ import importlib.util
 import json
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -140,7 +141,10 @@ def interpreter(python: str | None, preimport: tuple[str, ...]) -> Interpreter:
         facts = {"prefixes": prefixes, "executable": os.path.realpath(sys.executable), "roots": list(roots)}
         exe, extra = sys.executable, roots
     else:
-        exe = os.path.abspath(python)
+        found = shutil.which(python) if os.sep not in python else python
+        if found is None:
+            raise SandboxUnavailableError(f"sandbox python {python!r} not found on PATH")
+        exe = os.path.abspath(found)
         try:
             res = subprocess.run([exe, "-I", "-c", _FACTS_SCRIPT, *preimport], capture_output=True, timeout=60,
                                  stdin=subprocess.DEVNULL, check=False)
