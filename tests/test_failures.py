@@ -217,3 +217,15 @@ def test_a_failure_keeps_the_input_record_and_says_why():
     assert failure.reason == "context" and not failure.transient
     assert failure.to_dict()["failed"] == {"reason": "context", "transient": False,
                                            "error": "ContextOverflowError: prompt of 10 tokens does not fit the context of 8"}
+
+
+def test_a_sandbox_refusal_stops_the_verifier_at_once_and_is_not_transient(tmp_path):
+    from genprm.errors import SandboxRefusedError, is_transient
+    from genprm.sandbox import SandboxConfig
+
+    missing = SandboxConfig(bwrap=str(tmp_path / "no-bwrap"))
+    engine = ScriptedEngine(respond=lambda p, r: REPLY)
+    with pytest.raises(SandboxRefusedError, match="refusing to run model code without isolation") as refused:
+        SolutionVerifier(engine, VerifyConfig(mode="full"), sandbox=missing)
+    assert "\n" not in str(refused.value) and not is_transient(refused.value)
+    SolutionVerifier(engine, VerifyConfig(mode="analyze"), sandbox=missing)  # no code runs: nothing to refuse

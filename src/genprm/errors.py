@@ -91,11 +91,17 @@ class SandboxUnavailableError(GenPRMError):
     """The sandbox itself could not start or talk to its worker (not: the model's code failed)."""
 
 
+class SandboxRefusedError(SandboxUnavailableError):
+    """Model code would run without the isolation asked for, so genprm refuses: the same on every
+    retry until the machine or the setting changes (its message says how to fix it).
+    """
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether a failure may go away on a retry: a server or engine failing, the sandbox unable to
     start, the machine out of memory. Anything else (bad input or settings, a prompt too long for the
     context, a bug) happens again the same way, so a resumed run does not retry it unless asked.
     """
-    if isinstance(exc, ContextOverflowError):
+    if isinstance(exc, (ContextOverflowError, SandboxRefusedError)):
         return False
     return isinstance(exc, (EngineError, SandboxUnavailableError, MemoryError, OSError, TimeoutError))

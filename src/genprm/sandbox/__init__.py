@@ -31,7 +31,7 @@ from genprm.sandbox.messages import (
     format_error,
     format_timeout,
 )
-from genprm.sandbox.plan import bwrap_status
+from genprm.sandbox.plan import bwrap_status, check
 from genprm.sandbox.pool import WorkerPool, get_pool, shutdown_pool
 from genprm.sandbox.session import CodeSession
 
@@ -45,6 +45,7 @@ __all__ = [
     "SandboxConfig",
     "WorkerPool",
     "bwrap_status",
+    "check",
     "format_error",
     "format_timeout",
     "get_pool",

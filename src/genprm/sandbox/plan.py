@@ -24,8 +24,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 
-from genprm.errors import SandboxUnavailableError
+from genprm.errors import SandboxRefusedError, SandboxUnavailableError
 from genprm.sandbox import isolation, uids
+from genprm.sandbox.config import SandboxConfig
 from genprm.sandbox.isolation import HIDDEN_DIRS, Interpreter
 
 DOCS = "docs/sandbox.md"
@@ -66,6 +67,14 @@ class Plan:
         return "bwrap+setuid" if self.self_drop else "bwrap"
 
 
+def check(config: SandboxConfig) -> str:
+    """The launch ``config`` would use (``bwrap+userns``, ...), or :class:`SandboxRefusedError` with the
+    one-line fix: callers that will run model code check this first, so a refusal stops a run at once
+    instead of failing every sample.
+    """
+    return resolve(config.isolation, config.python, config.bwrap, config.preimport).label
+
+
 def resolve(requested: str, python: str | None, bwrap: str | None, preimport: tuple[str, ...]) -> Plan:
     """The plan for a setting, or SandboxUnavailableError with a one-line reason and fix.
 
@@ -73,7 +82,7 @@ def resolve(requested: str, python: str | None, bwrap: str | None, preimport: tu
     """
     outcome = _resolve(requested, python, bwrap, preimport, BWRAP_VARIANTS_ROOT)
     if isinstance(outcome, str):
-        raise SandboxUnavailableError(outcome)
+        raise SandboxRefusedError(outcome)
     return outcome
 
 
@@ -114,11 +123,11 @@ def _rlimits_plan(interp: Interpreter) -> Plan:
         isolation.warn_once("rlimits-user", RLIMITS_WARNING)
         return Plan("rlimits", interp)
     if not sys.platform.startswith("linux"):
-        raise SandboxUnavailableError("genprm sandbox: --sandbox rlimits as root needs Linux (to run model code "
+        raise SandboxRefusedError("genprm sandbox: --sandbox rlimits as root needs Linux (to run model code "
                                       "as an unprivileged uid); run genprm as a normal user")
     why = isolation.unreachable([*interp.paths, interp.python])
     if why is not None:
-        raise SandboxUnavailableError(
+        raise SandboxRefusedError(
             f"genprm sandbox: refusing --sandbox rlimits as root: model code would run as an unprivileged uid, "
             f"which cannot read the Python at {interp.python} ({why}). To fix: install bubblewrap "
             f"(apt-get install bubblewrap); or make that folder traversable (chmod o+x); or point the sandbox at a "

@@ -19,6 +19,7 @@ from genprm.protocol.chat import ChatTemplate, build_messages
 from genprm.protocol.parse import analysis_of, one_line
 from genprm.protocol.prompts import VERDICTS, Mode, user_turn, verdict_close
 from genprm.sandbox import CodeSession, SandboxConfig
+from genprm.sandbox import check as check_sandbox
 from genprm.verifier.adaptive import Tally, decisive, uncertain
 from genprm.verifier.config import VerifyConfig
 from genprm.verifier.driver import PathRunner, run_inline
@@ -117,6 +118,8 @@ class SolutionVerifier:
             isolation=self.config.sandbox,
         )
         self._level_configs = {m: self.config.model_copy(update={"mode": m}) for m in self.config.levels}
+        if any(mode.executes for mode in self.config.levels):
+            check_sandbox(self.sandbox)  # a refusal stops here, once, not in every sample
 
     def verify(
         self,
