@@ -89,7 +89,7 @@ CASCADE_REWARDS = {
 def test_cascade_escalates_only_inside_the_band_and_records_the_deciding_level():
     prompts: list[str] = []
     engine = tagged_engine(lambda k, j, kind: CASCADE_REWARDS[k, kind], on_verdict=prompts.append)
-    config = VerifyConfig(n=2, cascade="direct,analyze,full", cascade_band=0.2)
+    config = VerifyConfig(n=2, cascade="direct,analyze,full", cascade_band=0.2, reward="raw")
     result = SolutionVerifier(engine, config).verify("p", ["a", "b", "c"])
 
     assert [s.level for s in result.steps] == [0, 1, 2]
@@ -146,7 +146,7 @@ def _sequential(config, **engine_options):
 
 
 def test_sequential_sampling_stops_when_decisive_and_uses_all_n_when_not():
-    config = VerifyConfig(n=6, mode="analyze", adaptive_n=True, min_paths=2, adaptive_margin=0.2)
+    config = VerifyConfig(n=6, mode="analyze", adaptive_n=True, min_paths=2, adaptive_margin=0.2, reward="raw")
     result = _sequential(config)
     assert [len(s.paths) for s in result.steps] == [2, 6, 3]
     assert result.step_rewards == pytest.approx([0.9, 0.5, 2.15 / 3])
@@ -159,7 +159,8 @@ def test_sequential_sampling_stops_when_decisive_and_uses_all_n_when_not():
 
 
 def test_sequential_sampling_is_deterministic_and_batches_as_asked():
-    config = VerifyConfig(n=6, mode="analyze", adaptive_n=True, min_paths=1, adaptive_batch=2, adaptive_margin=0.25)
+    config = VerifyConfig(n=6, mode="analyze", adaptive_n=True, min_paths=1, adaptive_batch=2, adaptive_margin=0.25,
+                          reward="raw")
     first, second = _sequential(config), _sequential(config)
     assert transcripts(first) == transcripts(second)
     assert first.step_rewards == second.step_rewards
@@ -314,7 +315,7 @@ def test_a_late_path_is_stored_at_the_step_it_verified(tmp_path):
     def reward(k, j, kind):
         return 0.9 if k == 0 else [0.5, 0.5, 0.1, 0.1][j]
 
-    config = VerifyConfig(n=4, mode="analyze", adaptive_n=True, min_paths=2, adaptive_margin=0.2)
+    config = VerifyConfig(n=4, mode="analyze", adaptive_n=True, min_paths=2, adaptive_margin=0.2, reward="raw")
     item = validate_record({"problem": "p", "steps": ["a", "b"]}, position=0)
     engine = tagged_engine(reward, keys=(item.key,))
     own = SolutionVerifier(engine, config).verify(item.problem, item.steps, key=item.key)

@@ -50,7 +50,7 @@ def _low_second_step(k, j, kind):
 def test_unfinished_paths_are_cancelled_once_the_step_is_surely_an_error():
     calls: list[tuple[int, int]] = []
     engine = tagged_engine(_low_second_step, on_generate=lambda k, j: calls.append((k, j)))
-    config = VerifyConfig(n=4, mode="analyze")
+    config = VerifyConfig(n=4, mode="analyze", reward="raw")
     full = SolutionVerifier(engine, config).verify("p", ["a", "b", "c"])
     calls.clear()
     short = SolutionVerifier(engine, config.model_copy(update={"stop_at_first_error": True})).verify(

@@ -87,7 +87,7 @@ def test_full_mode_stages_are_byte_exact(r1_template):
         ("```\n5\n```\n", "The code confirms it.\n</verify>\n<output>\n**Judgement**: $\\boxed{Yes}$\n</output>\n"),
     ])
     ran = []
-    coroutine = verify_step_path(VerifyConfig(), conversation, 1, 0, engine.tokenize, seed=1)
+    coroutine = verify_step_path(VerifyConfig(reward="raw"), conversation, 1, 0, engine.tokenize, seed=1)
     [step] = drive(engine, [coroutine], [lambda code: ran.append(code) or "5"])
 
     prompts = [p for p, _ in engine.calls]
@@ -117,7 +117,7 @@ def test_verdict_is_read_right_after_the_output_prefix(r1_template):
         respond=lambda p, r: "fine\n</analyze>\n",
         verdict=lambda p: seen.append(p) or (math.log(0.2), math.log(0.6)),
     )
-    cfg = VerifyConfig(mode="analyze")
+    cfg = VerifyConfig(mode="analyze", reward="raw")
     [step] = drive(engine, [verify_step_path(cfg, "CONV", 2, 0, engine.tokenize, seed=0)], [str])
     assert seen[0] == "CONV<analyze>\nLet's analyze the Paragraph 2 step by step: fine\n</analyze>\n<output>\n**Judgement**: $\\boxed{"
     assert abs(step.reward - 0.25) < 1e-12

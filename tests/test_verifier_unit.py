@@ -84,7 +84,7 @@ def _solution_engine(verdicts, max_batch=1):
 
 def test_solution_rewards_first_error_and_unreadable_steps():
     engine = _solution_engine([0.9, None, 0.2, 0.8])
-    result = SolutionVerifier(engine, VerifyConfig(n=2, mode="analyze")).verify("p", ["a", "b", "c", "d"])
+    result = SolutionVerifier(engine, VerifyConfig(n=2, mode="analyze", reward="raw")).verify("p", ["a", "b", "c", "d"])
     assert result.step_rewards[0] == pytest.approx(0.9)
     assert result.step_rewards[1] is None and result.step_status[1] == "unreadable"
     assert not any(p.readable for p in result.steps[1].paths)

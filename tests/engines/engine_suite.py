@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import replace
 
 import pytest
 
-from genprm.engines.base import GenerationRequest, LogprobRequest, SamplingParams
+from genprm.engines.base import ALL_TOKENS, GenerationRequest, LogprobRequest, SamplingParams
 from genprm.protocol import prompts as P
 from genprm.protocol.chat import AssistantHeader, ChatTemplate, build_messages
-from genprm.protocol.verdict import verdict_probe
+from genprm.protocol.verdict import paper_logprobs_needed, v0_nucleus, verdict_probe
 from genprm.verifier import SolutionVerifier, VerifyConfig
 
 __all__ = [
@@ -31,6 +32,9 @@ __all__ = [
     "test_verdict_logprobs_are_log_probabilities",
     "test_verdict_logprobs_agree_with_reference",
     "test_solution_verifier_runs_to_readable_rewards",
+    "test_paper_reads_agree_with_the_pure_function_on_the_whole_distribution",
+    "test_paper_mode_verification_is_exact",
+    "test_sample_returns_n_well_formed_samples",
 ]
 
 PROBLEM = "Tom has 3 apples and buys 4 more. How many apples does he have?"
@@ -183,3 +187,79 @@ def test_solution_verifier_runs_to_readable_rewards(engine):
             assert 0.0 <= path.reward <= 1.0
             assert path.completion_tokens > 0
         assert 0.0 <= step.reward <= 1.0
+
+
+# -- the paper's reward: vLLM V0's processed distribution, rebuilt from each engine's raw top logprobs --
+
+PAPER_SETTINGS = [  # (temperature, top_k, top_p): the paper's, a narrow nucleus, a wide one, untruncated, greedy
+    (0.6, 20, 0.95), (1.0, 5, 0.5), (0.3, 40, 0.99), (1.0, 0, 1.0), (0.0, 20, 0.95),
+]
+
+
+def _whole_distribution(engine, reference, prompt: list[int]):
+    """The raw next-token log-probabilities of every token, from the engine or else its reference."""
+    # The same engine's values agree to float32 rounding (its log-softmax sums to 1 within ~2e-5).
+    for source, tolerance in ((engine, 1e-4), (reference, 1e-2)):
+        if source is None:
+            continue
+        full = source.next_token_logprobs([LogprobRequest(prompt, (), top=ALL_TOKENS)])[0]
+        if full.whole_vocabulary:
+            assert sum(math.exp(v) for v in full.top.values()) == pytest.approx(1.0, abs=1e-3)
+            return full.top, tolerance
+    pytest.skip("neither this engine nor a reference reports the whole vocabulary")
+
+
+def test_paper_reads_agree_with_the_pure_function_on_the_whole_distribution(engine, reference):
+    probe = verdict_probe(engine.tokenize, genprm_verdict_prompt(engine))
+    full, tolerance = _whole_distribution(engine, reference, probe.prompt)
+    ranked = sorted(full, key=lambda t: -full[t])
+    pairs = [(probe.yes_token, probe.no_token), (ranked[0], ranked[1]), (ranked[1], ranked[4])]
+    nontrivial = 0
+    for temperature, top_k, top_p in PAPER_SETTINGS:
+        needed = paper_logprobs_needed(temperature, top_k, top_p)
+        settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+        for a, b in pairs:
+            asked = engine.next_token_logprobs([LogprobRequest(probe.prompt, (a, b), top=needed or ALL_TOKENS)])[0]
+            assert asked.approximate is None
+            mine = v0_nucleus({**asked.logprobs, **asked.top}, a, b, whole_vocabulary=asked.whole_vocabulary, **settings)
+            truth = v0_nucleus(full, a, b, whole_vocabulary=True, **settings)
+            if top_k > 0 and temperature > 0:  # the top-k raw log-probabilities decide it: always exact
+                assert mine.exact, (settings, mine.reason)
+            if mine.exact:
+                assert mine.p_yes == pytest.approx(truth.p_yes, abs=tolerance), settings
+                assert mine.p_no == pytest.approx(truth.p_no, abs=tolerance), settings
+                assert mine.floor == pytest.approx(truth.floor, abs=tolerance), settings
+                nontrivial += 0 < truth.p_yes < 1
+    assert nontrivial >= 3, "the readings compared should include probabilities strictly inside (0, 1)"
+
+
+def test_paper_mode_verification_is_exact(engine):
+    config = VerifyConfig(n=1, max_step_tokens=48)
+    assert config.reward == "paper"
+    result = SolutionVerifier(engine, config).verify(PROBLEM, STEPS[:1])
+    path = result.steps[0].paths[0]
+    assert path.readable and path.reward_exact, path.unreadable_reason
+    assert 0.0 <= path.reward <= 1.0 and 0.0 <= path.p_yes <= 1.0 and 0.0 <= path.p_no <= 1.0
+
+
+# -- n samples of one prompt (Monte-Carlo rollouts) ---------------------------------------------------------
+
+
+def test_sample_returns_n_well_formed_samples(engine):
+    # A prompt no other test uses, long enough to span a few KV blocks, so its computation is visible.
+    facts = " ".join(f"Fact {i}: a sample of {engine.name} number {i} is fresh." for i in range(40))
+    prompt = chat(facts + " Now invent a name for a new fruit and describe its taste.")
+    params = SamplingParams(max_tokens=12, temperature=1.0, top_p=1.0, top_k=0, seed=21, n=3)
+    requests = [GenerationRequest(prompt, params), GenerationRequest(chat("Name a colour."), replace(params, n=2))]
+    first = engine.sample(requests)
+    assert [len(group) for group in first] == [3, 2]
+    n_prompt = len(engine.tokenize(prompt))
+    for group in first:
+        for sample in group:
+            assert isinstance(sample.text, str) and sample.finish_reason in ("stop", "length", "eos")
+            assert 0 < sample.completion_tokens <= 12 and sample.stop_string is None
+    assert all(s.prompt_tokens == n_prompt for s in first[0])
+    assert len({s.text for s in first[0]}) > 1, "samples at temperature 1 should differ"
+    if engine.shares_sample_prompt:
+        computed = sum(s.prompt_tokens - s.cached_prompt_tokens for s in first[0])
+        assert computed <= n_prompt + 3 * 128, "the prompt should be computed once for its samples (KV blocks aside)"

@@ -6,7 +6,9 @@ on 127.0.0.1; nothing here replaces the HTTP client.
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -46,6 +48,8 @@ def test_probing_finds_what_llama_cpp_python_offers(openai_engine, demo_gguf):
         "logprobs": "biased",
         "in_flight_limit": 1,
         "max_model_len": None,
+        "raw_top_logprobs": True,  # its top logprobs come from the full logits, whatever the temperature
+        "n_samples": False,  # stops are cut here while streaming, so n samples are n requests
     }
     assert openai_engine.max_batch == 16
     assert openai_engine.model_id == demo_gguf.name
@@ -189,10 +193,14 @@ def test_5xx_is_retried_then_raised_with_status_and_body(caplog):
 
 
 class CountingProxy:
-    """Forwards every request to ``upstream`` after a short delay, counting requests in flight."""
+    """Forwards every request to ``upstream`` after a short delay, counting requests in flight.
 
-    def __init__(self, upstream: str, delay_s: float = 0.02) -> None:
+    ``rewrite(request_body, answer_body) -> answer_body`` may change what the server answered.
+    """
+
+    def __init__(self, upstream: str, delay_s: float = 0.02, rewrite=None) -> None:
         self.upstream = upstream
+        self.rewrite = rewrite
         self.client = httpx.Client(timeout=60)
         self.delay_s = delay_s
         self.lock = threading.Lock()
@@ -227,11 +235,14 @@ class CountingProxy:
                 finally:  # done before answering, so that the client cannot start its next request first
                     with proxy.lock:
                         proxy.in_flight -= 1
+                content = answer.content
+                if proxy.rewrite is not None and body and answer.status_code == 200:
+                    content = proxy.rewrite(json.loads(body), content)
                 self.send_response(answer.status_code)
                 self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
-                self.send_header("Content-Length", str(len(answer.content)))
+                self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
-                self.wfile.write(answer.content)
+                self.wfile.write(content)
 
             do_GET = do_POST = forward
 
@@ -263,3 +274,43 @@ def test_requests_in_flight_stay_within_the_concurrency_bound(llama_server, inpr
     proxy.client.close()
     for mine, theirs in zip(got, expected):
         assert mine.logprobs == pytest.approx(theirs.logprobs, abs=1e-2)
+
+
+def post_sampling(request: dict, answer: bytes) -> bytes:
+    """Rewrite a completion's top log-probabilities as a server reporting post-sampling values would:
+    tempered by the request's temperature and renormalised over the listed tokens."""
+    temperature = request.get("temperature", 1.0)
+    if request.get("stream") or not temperature or temperature == 1.0:
+        return answer
+    data = json.loads(answer)
+    for choice in data.get("choices", []):
+        block = choice.get("logprobs") or {}
+        for position in block.get("top_logprobs") or []:
+            scaled = {k: v / temperature for k, v in position.items()}
+            top = max(scaled.values())
+            log_z = top + math.log(sum(math.exp(v - top) for v in scaled.values()))
+            position.update({k: v - log_z for k, v in scaled.items()})
+    return json.dumps(data).encode()
+
+
+@pytest.mark.e2e
+def test_a_server_reporting_post_sampling_logprobs_makes_paper_reads_approximate(llama_server, inprocess_engine,
+                                                                                caplog):
+    proxy = CountingProxy(llama_server.url, delay_s=0.0, rewrite=post_sampling)
+    text = chat("Is 7 prime?") + P.OUTPUT_PREFIX
+    probe = verdict_probe(inprocess_engine.tokenize, text)
+    request = LogprobRequest(probe.prompt, (probe.yes_token, probe.no_token), top=20)
+    with http_server(proxy.handler()) as url, caplog.at_level(logging.WARNING, logger=LOGGER):
+        with OpenAIEngine(base_url=url, api_key=llama_server.api_key, timeout_s=60) as engine:
+            assert engine.capabilities["raw_top_logprobs"] is False
+            first, second = engine.next_token_logprobs([request]), engine.next_token_logprobs([request])
+        with OpenAIEngine(base_url=llama_server.url, api_key=llama_server.api_key, timeout_s=60) as direct:
+            assert direct.capabilities["raw_top_logprobs"] is True
+            exact = direct.next_token_logprobs([request])[0]
+    for read in (first[0], second[0]):
+        assert read.approximate and "after its sampling settings" in read.approximate
+        assert len(read.top) >= 20
+    assert exact.approximate is None and len(exact.top) >= 20
+    warned = [r for r in caplog.records if r.name == LOGGER and "approximate" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    proxy.client.close()

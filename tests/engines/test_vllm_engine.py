@@ -209,3 +209,42 @@ def test_many_seeded_requests_that_overflow_one_engine_step(engine):
     assert all(o.completion_tokens == 1 and o.finish_reason == "length" for o in outs)
     ok = engine.generate([GenerationRequest("1, 2, 3,", SamplingParams(max_tokens=2, **GREEDY))])[0]
     assert ok.completion_tokens == 2
+
+
+def test_top_and_candidate_reads_never_share_a_batch(engine):
+    # vLLM answers a batch holding a logprob_token_ids request with only those ids for every request in
+    # it: a concurrent paper-mode read (logprobs=k) would lose its top-k. The engine thread keeps them apart.
+    probe = verdict_probe(engine.tokenize, _verdict_text(engine, STEPS[0]))
+    ids = LogprobRequest(probe.prompt, (probe.yes_token, probe.no_token))
+    top = LogprobRequest(probe.prompt, (probe.yes_token, probe.no_token), top=20)
+    alone = {0: engine.next_token_logprobs([ids])[0], 20: engine.next_token_logprobs([top])[0]}
+    assert len(alone[20].top) >= 21 and alone[0].top == {}
+    mixed = [ids, top] * 4
+    barrier = threading.Barrier(len(mixed))
+
+    def call(request):
+        barrier.wait()
+        return engine.next_token_logprobs([request])[0]
+
+    with ThreadPoolExecutor(len(mixed)) as pool:
+        outs = list(pool.map(call, mixed))
+    for request, out in zip(mixed, outs):
+        expected = alone[request.top]
+        assert set(out.top) == set(expected.top)
+        for token, value in expected.top.items():
+            assert out.top[token] == pytest.approx(value, abs=1e-4)
+        for token, value in expected.logprobs.items():
+            assert (out.logprobs[token] is None) == (value is None)
+
+
+def test_n_samples_are_one_request_seeded_like_separate_ones(engine):
+    prompt = chat("Write one sentence about a lighthouse.")
+    params = SamplingParams(max_tokens=12, temperature=1.0, top_p=1.0, top_k=0, seed=40, n=4)
+    before = engine.stats.requests
+    [together] = engine.sample([GenerationRequest(prompt, params)])
+    assert engine.stats.requests == before + 1 and len(together) == 4
+    # The children are seeded 40..43; run as one batch of four separate requests they sample the same
+    # text (a batch of another shape may differ: vLLM is not batch-invariant).
+    separate = engine.generate([GenerationRequest(prompt, SamplingParams(max_tokens=12, temperature=1.0, top_p=1.0,
+                                                                         top_k=0, seed=40 + i)) for i in range(4)])
+    assert [g.text for g in together] == [g.text for g in separate]

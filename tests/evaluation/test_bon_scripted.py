@@ -59,7 +59,7 @@ def run(data: Path, run_dir: Path, **load) -> tuple[dict, int]:
     """Evaluate into ``run_dir``; returns bon.json and how many steps the engine judged."""
     verdicts = Verdicts()
     engine = ScriptedEngine(respond=lambda prompt, request: "", verdict=verdicts)
-    config = VerifyConfig(n=1, mode=Mode.DIRECT)
+    config = VerifyConfig(n=1, mode=Mode.DIRECT, reward="raw")
     with RunStore(run_dir) as store:
         evaluate_bon(load_bon(data, **load), StoreScorer(store, engine, config))
     return json.loads((run_dir / RESULT_FILE).read_text(encoding="utf-8")), verdicts.calls

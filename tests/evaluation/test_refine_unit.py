@@ -166,7 +166,7 @@ def verifier_engine() -> ScriptedEngine:
 
 def _refiner(tmp_path, policy, verifier, rounds=2, history="full", n=1):
     store = RunStore(tmp_path / "run")
-    scorer = StoreScorer(store, verifier, VerifyConfig(n=n, mode="analyze", max_step_tokens=64))
+    scorer = StoreScorer(store, verifier, VerifyConfig(n=n, mode="analyze", max_step_tokens=64, reward="raw"))
     return Refiner(store, ChatModel(policy), scorer, RefineSettings(rounds=rounds, history=history, max_tokens=256))
 
 

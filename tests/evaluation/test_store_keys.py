@@ -77,13 +77,13 @@ def test_settings_that_only_steer_compute_are_out_of_the_key_while_their_option_
 
 def test_another_threshold_reuses_the_stored_paths_and_reads_figures_from_the_store(samples, tmp_path):
     with RunStore(tmp_path / "run") as store:
-        evaluate_processbench(samples, StoreScorer(store, _engine(), VerifyConfig(mode="analyze")))
+        evaluate_processbench(samples, StoreScorer(store, _engine(), VerifyConfig(mode="analyze", reward="raw")))
         calls: list[str] = []
-        lower = VerifyConfig(mode="analyze", threshold=0.25)
+        lower = VerifyConfig(mode="analyze", threshold=0.25, reward="raw")
         figures = evaluate_processbench(samples, StoreScorer(store, _engine(calls), lower))
         assert calls == []  # nothing recomputed
         assert figures.results.rows["Pass@1"]["gsm8k"].error_acc == 0.0  # 0.3 is no error at 0.25
-        stored = stored_figures(store, samples, VerifyConfig(mode="analyze", threshold=0.4), "scripted")
+        stored = stored_figures(store, samples, VerifyConfig(mode="analyze", threshold=0.4, reward="raw"), "scripted")
         assert stored.stored == 2 and stored.results.rows["Pass@1"]["gsm8k"].f1 == 1.0
 
 

@@ -6,13 +6,15 @@ verifier never knows which backend it drives. Two operations are all the GenPRM 
 
 * ``generate``: continue prompts until a stop string, the token budget or end-of-sequence;
 * ``next_token_logprobs``: the model's log-probabilities of chosen candidate tokens at the next
-  position of a tokenized prompt (how the verdict's P(Yes) is read, never by a regex over text).
+  position of a tokenized prompt (how the verdict's P(Yes) is read, never by a regex over text),
+  and, when asked, the raw log-probabilities of the most likely tokens there (what the paper's
+  reward needs: :func:`genprm.protocol.verdict.v0_nucleus`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -75,25 +77,62 @@ class Generation:
     seconds: float = 0.0
 
 
+ALL_TOKENS = -1
+"""``LogprobRequest.top`` asking for the whole vocabulary."""
+
+
+def most_likely(logprobs: Mapping[int, float], count: int) -> dict[int, float]:
+    """The ``count`` most likely of ``logprobs``, continued through ties with the last of them, plus
+    the next less likely one when there is one, so that a reader sees where such a tie ends (vLLM's
+    top-k keeps every token tied with the k-th). ``ALL_TOKENS``: all of them.
+    """
+    if count == ALL_TOKENS or count >= len(logprobs):
+        return dict(logprobs)
+    if count <= 0:
+        return {}
+    ranked = sorted(logprobs, key=lambda t: -logprobs[t])
+    end = count
+    while end < len(ranked) and logprobs[ranked[end]] == logprobs[ranked[count - 1]]:
+        end += 1
+    return {t: logprobs[t] for t in ranked[: end + 1]}
+
+
 @dataclass(frozen=True)
 class LogprobRequest:
-    """Ask for the log-probability of each candidate token at the position after ``prompt``."""
+    """Ask for the log-probability of each candidate token at the position after ``prompt``.
+
+    ``top`` also asks for the raw log-probabilities of the ``top`` most likely tokens there
+    (``ALL_TOKENS``: every token; 0: none), continued as :func:`most_likely` does where the engine
+    sees more.
+    """
 
     prompt: list[int]
     candidates: tuple[int, ...]
+    top: int = 0
+
+    def __post_init__(self) -> None:
+        if self.top < ALL_TOKENS:
+            raise ConfigError("top", self.top, "must be >= 0, or ALL_TOKENS (-1)")
 
 
 @dataclass(frozen=True)
 class TokenLogprobs:
     """Log-probabilities (natural log, full softmax at temperature 1) for the asked candidates.
 
-    A candidate the engine could not report (e.g. outside a server's top-k) maps to ``None``.
+    A candidate the engine could not report (e.g. outside a server's top-k) maps to ``None``; in
+    paper mode that means "less likely than every token in ``top``". ``top`` holds the most likely
+    tokens' raw log-probabilities when they were asked for: as many as asked where the engine can
+    (fewer where it caps them), every token when ``whole_vocabulary``. ``approximate`` says why
+    they may not be the raw distribution's (say, a server that reports post-sampling values).
     """
 
     logprobs: dict[int, float | None]
     prompt_tokens: int = 0
     cached_prompt_tokens: int = 0
     seconds: float = 0.0
+    top: dict[int, float] = field(default_factory=dict)
+    whole_vocabulary: bool = False
+    approximate: str | None = None
 
 
 @dataclass
@@ -127,6 +166,9 @@ class Engine(ABC):
     max_batch: int = 1
     """How many requests one call handles at once; 1 means the driver should feed paths one by one
     (an embedded engine with one KV cache reuses more of it when a path's calls come back to back)."""
+    shares_sample_prompt: bool = False
+    """Whether :meth:`sample` computes a prompt once for its n samples (their ``cached_prompt_tokens``
+    show it); engines that cannot tell, such as a remote server, leave this False."""
 
     def __init__(self) -> None:
         self.stats = EngineStats()

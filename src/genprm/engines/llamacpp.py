@@ -10,7 +10,12 @@ One model, one KV cache, in this process. Two things make GenPRM cheap here:
 
 Sampling follows the protocol's parameters with llama.cpp's extra filters off (``min_p=0``,
 ``repeat_penalty=1``). llama.cpp applies top-k and top-p before temperature, vLLM after; the
-difference only matters when sampling, never for the verdict probabilities.
+difference only matters when sampling, never for the verdict probabilities: they come from the
+full logits (raw log-softmax, every token when asked), so both reward modes are exact here.
+
+``sample`` (n continuations of one prompt) is the base class's: the n requests run back to back,
+and after the first the prompt is in the KV cache, so only its last token is evaluated again
+(``cached_prompt_tokens`` of samples 2..n is the prompt length minus one).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import numpy as np
 from llama_cpp._utils import suppress_stdout_stderr
 
 from genprm.engines.base import (
+    ALL_TOKENS,
     Engine,
     FinishReason,
     Generation,
@@ -123,6 +129,22 @@ def _slim(state: Any) -> None:
         state.scores = state.scores[:1].copy()
 
 
+def top_of_vocabulary(logprobs: np.ndarray, count: int) -> tuple[dict[int, float], bool]:
+    """:func:`~genprm.engines.base.most_likely` on a full log-probability vector, and whether the
+    result is the whole vocabulary.
+    """
+    if count == 0:
+        return {}, False
+    if count == ALL_TOKENS or count >= logprobs.shape[0]:
+        return {i: float(v) for i, v in enumerate(logprobs.tolist())}, True
+    last = np.partition(logprobs, logprobs.shape[0] - count)[logprobs.shape[0] - count]  # the count-th largest
+    chosen = np.flatnonzero(logprobs >= last)
+    below = np.flatnonzero(logprobs < last)
+    if below.size:
+        chosen = np.append(chosen, below[np.argmax(logprobs[below])])
+    return {int(i): float(logprobs[i]) for i in chosen}, False
+
+
 def state_bytes(state: Any) -> int:
     """What a saved state really holds in memory: the KV data plus the arrays beside it."""
     return int(state.llama_state_size) + int(state.scores.nbytes) + int(state.input_ids.nbytes)
@@ -133,6 +155,7 @@ class LlamaCppEngine(Engine):
 
     name = "llamacpp"
     max_batch = 1
+    shares_sample_prompt = True
 
     def __init__(
         self,
@@ -158,7 +181,7 @@ class LlamaCppEngine(Engine):
             del probe
             self.llm = llama_cpp.Llama(
                 str(self.path),
-                n_ctx=min(n_ctx or DEFAULT_CTX, train_ctx) if train_ctx > 0 else (n_ctx or DEFAULT_CTX),
+                n_ctx=context,
                 n_threads=threads,
                 n_threads_batch=threads,
                 n_batch=n_batch,
@@ -279,13 +302,14 @@ class LlamaCppEngine(Engine):
         self.llm.eval(tokens[cached:])
         pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         logits = np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).astype(np.float64)
-        top = logits.max()
-        log_z = top + np.log(np.exp(logits - top).sum())
-        result: dict[int, float | None] = {c: float(logits[c] - log_z) for c in request.candidates}
+        logprobs = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+        result: dict[int, float | None] = {c: float(logprobs[c]) for c in request.candidates}
+        top, whole = top_of_vocabulary(logprobs, request.top)
         self._states.put(self.llm.save_state())
         seconds = time.perf_counter() - started
         self._count(len(tokens), cached, 0, seconds)
-        return TokenLogprobs(result, prompt_tokens=len(tokens), cached_prompt_tokens=cached, seconds=seconds)
+        return TokenLogprobs(result, prompt_tokens=len(tokens), cached_prompt_tokens=cached, seconds=seconds,
+                             top=top, whole_vocabulary=whole)
 
     def _count(self, prompt: int, cached: int, completion: int, seconds: float) -> None:
         self.stats.requests += 1

@@ -2,14 +2,19 @@
 
 It is registered like the real engines so tests exercise the same code paths. A test gives it a
 ``respond(prompt_text, params) -> str`` function; the engine cuts the reply at the first stop
-string (keeping it, as real engines here do) and reports verdict log-probabilities from a
-``verdict(prompt_text) -> (logprob_yes, logprob_no)`` function.
+string (keeping it, as real engines here do) and reports next-token log-probabilities from one of:
+
+* ``verdict(prompt_text) -> (logprob_yes, logprob_no)``: the two candidates' log-probabilities,
+  and no other token is likely (they are the whole vocabulary for the paper's reading, which
+  renormalises them);
+* ``distribution(prompt_text) -> {token: logprob}``: the whole next-token distribution, for tests
+  of the paper's reading; a token not in it has probability 0.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from genprm.engines.base import (
     Engine,
@@ -18,6 +23,7 @@ from genprm.engines.base import (
     LogprobRequest,
     Prompt,
     TokenLogprobs,
+    most_likely,
 )
 
 CHATML = (
@@ -27,6 +33,7 @@ CHATML = (
 
 Respond = Callable[[str, GenerationRequest], str]
 Verdict = Callable[[str], tuple[float | None, float | None]]
+Distribution = Callable[[str], Mapping[int, float]]
 
 
 def _always_yes(_: str) -> tuple[float | None, float | None]:
@@ -44,12 +51,15 @@ class ScriptedEngine(Engine):
         *,
         respond: Respond | None = None,
         verdict: Verdict | None = None,
+        distribution: Distribution | None = None,
         chat_template: str = CHATML,
         max_batch: int = 1,
     ) -> None:
         super().__init__()
         self._respond = respond or (lambda prompt, request: "")
         self._verdict = verdict or _always_yes
+        self._distribution = distribution
+        self.logprob_requests: list[LogprobRequest] = []
         self._template = chat_template
         self.max_batch = max_batch
         self.calls: list[tuple[str, GenerationRequest]] = []
@@ -79,9 +89,20 @@ class ScriptedEngine(Engine):
     def next_token_logprobs(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         outs = []
         for request in requests:
-            lp_yes, lp_no = self._verdict(self.detokenize(request.prompt))
-            yes, no = request.candidates
-            outs.append(TokenLogprobs({yes: lp_yes, no: lp_no}, prompt_tokens=len(request.prompt)))
+            self.logprob_requests.append(request)
+            prompt = self.detokenize(request.prompt)
+            if self._distribution is not None:
+                known: dict[int, float] = dict(self._distribution(prompt))
+                candidates = {c: known.get(c) for c in request.candidates}
+            else:
+                yes, no = request.candidates
+                lp_yes, lp_no = self._verdict(prompt)
+                candidates = {yes: lp_yes, no: lp_no}
+                # an unknown candidate means the engine reports nothing usable: no distribution either
+                known = {} if None in candidates.values() else {t: v for t, v in candidates.items() if v is not None}
+            top = most_likely(known, request.top)
+            whole = bool(known) and len(top) == len(known)
+            outs.append(TokenLogprobs(candidates, prompt_tokens=len(request.prompt), top=top, whole_vocabulary=whole))
         return outs
 
     def tokenize(self, text: str) -> list[int]:

@@ -20,6 +20,15 @@ Three things make GenPRM fast here:
   at temperature 1 whatever the sampling settings), which keeps the prefix cache. Without that
   field (older vLLM) they come from prompt log-probabilities of ``prompt + [candidate]``, which are
   raw too but recompute the prompt (vLLM does not read the prefix cache for them).
+  The paper's reward asks for the top-T raw log-probabilities instead (``logprobs=T`` on the same
+  one-step request; the engine runs with ``logprobs_mode="raw_logprobs"`` and no cap on
+  ``max_logprobs``), from which :func:`genprm.protocol.verdict.v0_nucleus` rebuilds vLLM V0's
+  processed distribution exactly. vLLM lets a batch that holds a ``logprob_token_ids`` request
+  return only those ids for every request in it, so the engine thread never runs the two kinds of
+  read in one batch.
+* **n samples of one prompt** (:meth:`sample`) are one vLLM request with ``n``: vLLM fans it out
+  into n child requests seeded ``seed + i`` (``vllm/v1/engine/parallel_sampling.py``), the seeds
+  the base class gives n separate requests, that share the prompt's KV blocks.
 
 Semantics match the llama.cpp engine: outputs in input order, ``text`` includes the stop string
 that ended it and ``stop_string`` names it, ``finish_reason`` is ``stop``, ``length`` or ``eos``.
@@ -35,11 +44,12 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from genprm.engines.base import (
+    ALL_TOKENS,
     Engine,
     FinishReason,
     Generation,
@@ -47,12 +57,15 @@ from genprm.engines.base import (
     LogprobRequest,
     Prompt,
     TokenLogprobs,
+    most_likely,
 )
 from genprm.errors import ConfigError, ContextOverflowError, EngineError, ModelNotFoundError
 from genprm.tokens import with_bos
 
 DEFAULT_CTX = 16384
 CPU_KV_CACHE_GIB = 4.0
+TIE_MARGIN = 32
+"""Log-probabilities asked beyond a paper-mode read's ``top``: bf16 logits tie often."""
 
 
 @dataclass
@@ -61,6 +74,8 @@ class _Job:
 
     prompt: list[int]
     params: Any  # vllm.SamplingParams
+    reads: str | None = None
+    """The kind of log-probability read (``ids``, ``top``) that must not share a batch with the other."""
     submitted: float = field(default_factory=time.perf_counter)
     done: threading.Event = field(default_factory=threading.Event)
     output: Any = None  # vllm.RequestOutput
@@ -88,6 +103,7 @@ class VLLMEngine(Engine):
     """A Hugging Face model (folder or hub id) run by vLLM in this process."""
 
     name = "vllm"
+    shares_sample_prompt = True
 
     def __init__(
         self,
@@ -146,6 +162,7 @@ class VLLMEngine(Engine):
             "gpu_memory_utilization": gpu_memory_utilization,
             "max_num_seqs": max_batch,
             "logprobs_mode": "raw_logprobs",
+            "max_logprobs": -1,  # the paper's reward may ask for the whole vocabulary (top-k off)
             **engine_args,
         }
         if current_platform.is_cpu():
@@ -174,9 +191,15 @@ class VLLMEngine(Engine):
         self._bos_id: int | None = getattr(self._tokenizer, "bos_token_id", None)
         self._add_bos = self._bos_id is not None and self._wants_bos()
         self._token_ids_supported = "logprob_token_ids" in getattr(vllm.SamplingParams, "__struct_fields__", ())
+        from vllm.sampling_params import RequestOutputKind
+
+        self._final_only = RequestOutputKind.FINAL_ONLY
+        self._max_logprobs = int(getattr(self.llm.llm_engine.model_config, "max_logprobs", 20))
+        self._vocab_size = int(self.llm.llm_engine.model_config.get_vocab_size())
         self._ids = itertools.count()
         self._cond = threading.Condition()
         self._queue: list[_Job] = []
+        self._held: list[_Job] = []  # log-probability reads waiting for the other kind's batch to finish
         self._closed = False
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, name="genprm-vllm", daemon=True)
@@ -227,27 +250,34 @@ class VLLMEngine(Engine):
         return min(n_new, room)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        jobs = []
-        for request in requests:
-            p = request.params
-            tokens = self._tokens(request.prompt)
-            params = self._vllm.SamplingParams(
-                max_tokens=self._room(len(tokens), p.max_tokens),
-                temperature=p.temperature,
-                top_p=p.top_p,
-                top_k=p.top_k,
-                min_p=0.0,
-                seed=p.seed,
-                stop=list(p.stop) or None,
-                include_stop_str_in_output=True,
-            )
-            jobs.append(_Job(tokens, params))
+        jobs = [self._generation_job(request, n=1) for request in requests]
         self._run(jobs)
-        return [self._generation(job) for job in jobs]
+        return [self._generation(job, job.output.outputs[0]) for job in jobs]
 
-    def _generation(self, job: _Job) -> Generation:
+    def sample(self, requests: Sequence[GenerationRequest]) -> list[list[Generation]]:
+        """``params.n`` continuations per prompt as one vLLM request with ``n`` (children seeded ``seed + i``)."""
+        jobs = [self._generation_job(request, n=request.params.n) for request in requests]
+        self._run(jobs)
+        return [[self._generation(job, completion) for completion in job.output.outputs] for job in jobs]
+
+    def _generation_job(self, request: GenerationRequest, *, n: int) -> _Job:
+        p = request.params
+        tokens = self._tokens(request.prompt)
+        params = self._vllm.SamplingParams(
+            n=n,
+            max_tokens=self._room(len(tokens), p.max_tokens),
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k,
+            min_p=0.0,
+            seed=p.seed,
+            stop=list(p.stop) or None,
+            include_stop_str_in_output=True,
+        )
+        return _Job(tokens, params)
+
+    def _generation(self, job: _Job, completion: Any) -> Generation:
         out = job.output
-        completion = out.outputs[0]
         finish: FinishReason
         stop_hit: str | None = None
         if completion.finish_reason == "length":
@@ -269,9 +299,52 @@ class VLLMEngine(Engine):
         )
 
     def next_token_logprobs(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
-        if self._token_ids_supported:
-            return self._logprobs_by_token_ids(requests)
-        return self._logprobs_by_prompt(requests)
+        results: list[TokenLogprobs | None] = [None] * len(requests)
+        with_top = [i for i, r in enumerate(requests) if r.top != 0]
+        plain = [i for i, r in enumerate(requests) if r.top == 0]
+        groups: list[tuple[list[int], list[TokenLogprobs]]] = []
+        if with_top:
+            groups.append((with_top, self._logprobs_with_top([requests[i] for i in with_top])))
+        if plain:
+            chosen = [requests[i] for i in plain]
+            read = self._logprobs_by_token_ids if self._token_ids_supported else self._logprobs_by_prompt
+            groups.append((plain, read(chosen)))
+        for indices, outputs in groups:
+            for i, output in zip(indices, outputs):
+                results[i] = output
+        return [r for r in results if r is not None]
+
+    def _logprobs_with_top(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
+        """One decode step per request with ``logprobs=top``: the raw top-T at the next position.
+
+        A candidate outside the top-T maps to ``None`` (less likely than all of them), which is all
+        the paper's reading needs; ``ALL_TOKENS`` asks vLLM for the whole vocabulary.
+        """
+        vocab = self._vocab_size
+        cap = vocab if self._max_logprobs == -1 else min(self._max_logprobs, vocab)
+        jobs = []
+        for request in requests:
+            self._room(len(request.prompt), 1)
+            # TIE_MARGIN more than asked, so that a tie with the last asked token shows where it ends
+            count = min(vocab if request.top == ALL_TOKENS else request.top + TIE_MARGIN, cap)
+            params = self._vllm.SamplingParams(
+                max_tokens=1, temperature=0.0, detokenize=False, logprobs=-1 if count >= vocab else count
+            )
+            jobs.append(_Job(list(request.prompt), params, reads="top"))
+        self._run(jobs)
+        results = []
+        for request, job in zip(requests, jobs):
+            steps = job.output.outputs[0].logprobs or [{}]
+            found = {int(t): v.logprob for t, v in steps[0].items() if _finite(v.logprob) is not None}
+            top = most_likely(found, request.top)
+            whole = len(found) >= self._vocab_size
+            approximate = None
+            if request.top == ALL_TOKENS and not whole:
+                approximate = f"vLLM returned {len(found)} of {self._vocab_size} log-probabilities (max_logprobs)"
+            logprobs = {c: found.get(c) for c in request.candidates}
+            result = self._token_logprobs(job, logprobs)
+            results.append(replace(result, top=top, whole_vocabulary=whole, approximate=approximate))
+        return results
 
     def _logprobs_by_token_ids(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
         """One decode step per request; vLLM returns the raw log-softmax at the candidate ids."""
@@ -281,7 +354,7 @@ class VLLMEngine(Engine):
             params = self._vllm.SamplingParams(
                 max_tokens=1, temperature=0.0, detokenize=False, logprob_token_ids=list(request.candidates)
             )
-            jobs.append(_Job(list(request.prompt), params))
+            jobs.append(_Job(list(request.prompt), params, reads="ids"))
         self._run(jobs)
         results = []
         for request, job in zip(requests, jobs):
@@ -347,9 +420,10 @@ class VLLMEngine(Engine):
         running: dict[str, _Job] = {}
         try:
             while True:
-                new = self._take(block=not running)
+                new = self._take(block=not running and not self._held)
                 if new is None:
                     return
+                new, self._held = [*self._held, *new], []
                 busy_from = time.perf_counter()
                 if not self.continuous and not running and new:
                     self._generate_batch(new)
@@ -362,16 +436,34 @@ class VLLMEngine(Engine):
             with self._cond:
                 self._failure = exc
                 pending, self._queue = self._queue, []
-            for job in [*running.values(), *pending]:
+            for job in [*running.values(), *self._held, *pending]:
                 job.error = exc
                 job.done.set()
 
+    def _admissible(self, jobs: list[_Job], busy: set[str]) -> list[_Job]:
+        """The jobs that may join a batch whose reads are ``busy``; the rest wait in ``_held``.
+
+        One kind of log-probability read at a time: the first kind in line goes, generations always.
+        """
+        kinds = set(busy)
+        admitted = []
+        for job in jobs:
+            if job.reads is not None and kinds - {job.reads}:
+                self._held.append(job)
+                continue
+            if job.reads is not None:
+                kinds.add(job.reads)
+            admitted.append(job)
+        return admitted
+
     def _admit(self, new: list[_Job], running: dict[str, _Job]) -> None:
+        new = self._admissible(new, {j.reads for j in running.values() if j.reads is not None})
         if not new:
             return
         self.stats.extra["batches"] = self.stats.extra.get("batches", 0) + 1
         engine = self.llm.llm_engine
         for job in new:
+            job.params.output_kind = self._final_only  # one output per request (all n samples), when it ends
             request_id = f"genprm-{next(self._ids)}"
             try:
                 engine.add_request(request_id, {"prompt_token_ids": job.prompt}, job.params)
@@ -388,7 +480,8 @@ class VLLMEngine(Engine):
                 self._finish(running.pop(out.request_id), output=out)
 
     def _generate_batch(self, jobs: list[_Job]) -> None:
-        """Micro-batching: everything pending as one ``LLM.generate`` call."""
+        """Micro-batching: everything pending as one ``LLM.generate`` call (one kind of read in it)."""
+        jobs = self._admissible(jobs, set())
         self.stats.extra["batches"] = self.stats.extra.get("batches", 0) + 1
         self.stats.extra["max_running"] = max(self.stats.extra.get("max_running", 0), len(jobs))
         try:

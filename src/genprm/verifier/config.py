@@ -14,6 +14,12 @@ from genprm.protocol.prompts import FIRST_TURN_FORMATS, Mode
 class VerifyConfig(BaseModel):
     """How to verify solutions. Defaults reproduce the GenPRM paper's setting.
 
+    That includes the reward: ``reward="paper"`` reads P(Yes)/(P(Yes)+P(No)) from the distribution
+    vLLM V0 sampled the verdict from (``temperature``, ``top_k``, ``top_p`` applied, so a verdict token
+    outside the nucleus counts as 0), as the released evaluation did; ``reward_temperature`` and
+    ``min_verdict_mass`` apply only to ``reward="raw"`` (the model's own distribution). See
+    docs/rewards.md.
+
     Unknown fields are rejected: a typo in a config file must not silently fall back to a default.
     Adaptive compute is off by default: ``cascade`` (cheap modes first, escalating while the reward
     is uncertain) and ``adaptive_n`` (draw paths until the mean is decisive, ``n`` at most) are

@@ -22,10 +22,23 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from genprm.engines.base import Generation, GenerationRequest, LogprobRequest, SamplingParams, TokenLogprobs
+from genprm.engines.base import (
+    ALL_TOKENS,
+    Generation,
+    GenerationRequest,
+    LogprobRequest,
+    SamplingParams,
+    TokenLogprobs,
+)
 from genprm.protocol import prompts as P
 from genprm.protocol.parse import last_code_block
-from genprm.protocol.verdict import choose_verdict, read_verdict, verdict_probe
+from genprm.protocol.verdict import (
+    choose_verdict,
+    paper_logprobs_needed,
+    read_paper_verdict,
+    read_verdict,
+    verdict_probe,
+)
 from genprm.sandbox.messages import NO_CODE_FOUND
 from genprm.verifier.config import VerifyConfig
 from genprm.verifier.records import CodeRun, PathStep
@@ -147,17 +160,28 @@ def _judge(
         turn.text += P.OUTPUT_PREFIX
 
     probe = verdict_probe(tokenize, conversation + turn.text)
-    scored: TokenLogprobs = yield ScoreTokens(LogprobRequest(probe.prompt, (probe.yes_token, probe.no_token)))
+    paper = config.reward == "paper"
+    top = paper_logprobs_needed(config.temperature, config.top_k, config.top_p) if paper else 0
+    request = LogprobRequest(probe.prompt, (probe.yes_token, probe.no_token), top=ALL_TOKENS if top is None else top)
+    scored: TokenLogprobs = yield ScoreTokens(request)
     turn.step.prompt_tokens += scored.prompt_tokens
     turn.step.cached_prompt_tokens += scored.cached_prompt_tokens
     turn.step.engine_calls += 1
-    reading = read_verdict(
-        scored.logprobs.get(probe.yes_token),
-        scored.logprobs.get(probe.no_token),
-        temperature=config.reward_temperature,
-        min_mass=config.min_verdict_mass,
-    )
-    verdict = choose_verdict(reading, config.temperature, random.Random(derive_seed(seed, "verdict")))
+    rng = random.Random(derive_seed(seed, "verdict"))
+    if paper:
+        reading, verdict = read_paper_verdict(
+            scored.logprobs, scored.top, probe, temperature=config.temperature, top_k=config.top_k,
+            top_p=config.top_p, whole_vocabulary=scored.whole_vocabulary, rng=rng, approximate=scored.approximate,
+        )
+    else:
+        reading = read_verdict(
+            scored.logprobs.get(probe.yes_token),
+            scored.logprobs.get(probe.no_token),
+            temperature=config.reward_temperature,
+            min_mass=config.min_verdict_mass,
+        )
+        verdict = choose_verdict(reading, config.temperature, rng)
+    turn.step.reward_exact, turn.step.reward_note = reading.exact, reading.note
     turn.text += P.verdict_close(verdict)
 
     step = turn.step

@@ -41,6 +41,12 @@ class PathStep:
     p_yes: float | None = None
     p_no: float | None = None
     unreadable_reason: str | None = None
+    reward_exact: bool = True
+    """False when the engine could not report enough of the distribution for the reward mode (an
+    OpenAI-compatible server's capped top log-probabilities, say): the reward is then an approximation."""
+    reward_note: str | None = None
+    """What is worth knowing about a readable reward: why it is approximate, or that it is the paper
+    mode's neutral 0.5 (Yes and No both outside the sampling nucleus)."""
     code_runs: list[CodeRun] = field(default_factory=list)
     degraded: str | None = None
     """Why the verify part was dropped, if it was: 'code-rounds', 'token-budget' or 'eos'."""

@@ -24,3 +24,8 @@ class Capabilities:
     added_suffix: list[int] = field(default_factory=list)
     """Tokens the server's tokenize endpoint (and its text prompts) always add, e.g. a BOS."""
     max_model_len: int | None = None
+    raw_top_logprobs: bool = True
+    """Whether a sampled request's top log-probabilities are the raw distribution's: they do not
+    change with the request's temperature (probed for the ``biased`` and ``top`` strategies)."""
+    n_samples: bool = False
+    """Whether the server answers ``n`` > 1 with that many choices (probed where it reports stops)."""

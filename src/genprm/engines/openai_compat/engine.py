@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from genprm.engines.base import (
+    ALL_TOKENS,
     Engine,
     FinishReason,
     Generation,
@@ -25,6 +26,7 @@ from genprm.engines.base import (
     Prompt,
     SamplingParams,
     TokenLogprobs,
+    most_likely,
 )
 from genprm.engines.openai_compat.capabilities import Capabilities
 from genprm.engines.openai_compat.http import BODY_KEEP, BODY_QUOTE, HttpClient
@@ -104,6 +106,7 @@ class OpenAIEngine(Engine):
         self.backoff_s = backoff_s
         self._label = model
         self._lock = threading.Lock()
+        self._warned: set[str] = set()
         self._http = HttpClient(
             self.base_url, api_key=api_key, timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s,
             concurrency=concurrency, count=self._bump,
@@ -177,6 +180,42 @@ class OpenAIEngine(Engine):
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         return self._map(self._generate_one, list(requests))
 
+    def sample(self, requests: Sequence[GenerationRequest]) -> list[list[Generation]]:
+        """``params.n`` continuations per prompt: one request with ``n`` where the server answers it
+        with n choices (probed; the server then seeds the samples its own way), else the default.
+        """
+        if not self._caps.n_samples:
+            return super().sample(requests)
+        return self._map(self._sample_one, list(requests))
+
+    def _sample_one(self, request: GenerationRequest) -> list[Generation]:
+        started = time.perf_counter()
+        params = request.params
+        payload, n_prompt = self._vocab.payload(request.prompt)
+        body: dict[str, Any] = {
+            "model": self.served_model, "prompt": payload, "max_tokens": self._room(n_prompt, params.max_tokens),
+            "n": params.n, "return_token_ids": True, **self._sampling(params),
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+            body["include_stop_str_in_output" if self._caps.stop_report == "stop_reason" else "no_stop_trim"] = True
+        answer = self._http.json("POST", "/v1/completions", body, what="sample")
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        if not isinstance(choices, list) or len(choices) != params.n:
+            raise EngineError(f"sample: asked for {params.n} choices, got {str(answer)[:BODY_QUOTE]!r}")
+        usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
+        prompt_tokens = int_or_zero(usage.get("prompt_tokens")) or n_prompt or 0
+        cached = cached_tokens(usage)
+        seconds = time.perf_counter() - started
+        out = []
+        for choice in sorted(choices, key=lambda c: int_or_zero(c.get("index"))):
+            text, finish, stop = self._reported_finish(choice)
+            ids = choice.get("token_ids")
+            completion = len(ids) if isinstance(ids, list) else len(self._vocab.raw_tokenize(text))
+            out.append(Generation(text, finish, stop, prompt_tokens, completion, cached, seconds))
+        self._count(prompt_tokens, cached, sum(g.completion_tokens for g in out), seconds)
+        return out
+
     def _room(self, n_prompt: int | None, wanted: int) -> int:
         limit = self._caps.max_model_len
         if limit is None or n_prompt is None:
@@ -237,6 +276,8 @@ class OpenAIEngine(Engine):
         return self._map(self._logprobs_one, list(requests))
 
     def _logprobs_one(self, request: LogprobRequest) -> TokenLogprobs:
+        if request.top != 0:
+            return self._logprobs_with_top(request)
         started = time.perf_counter()
         candidates = list(dict.fromkeys(request.candidates))
         strategy = self._caps.logprobs
@@ -250,6 +291,77 @@ class OpenAIEngine(Engine):
         cached = cached_tokens(usage)
         self._count(len(request.prompt), cached, 0, seconds)
         return TokenLogprobs(values, prompt_tokens=len(request.prompt), cached_prompt_tokens=cached, seconds=seconds)
+
+    def _logprobs_with_top(self, request: LogprobRequest) -> TokenLogprobs:
+        """The paper's read: the top log-probabilities at the next position, as many as the server gives.
+
+        ``ids`` and ``top``/``biased`` servers answer one ``max_tokens=1`` request with
+        ``logprobs=k``; ``prompt`` servers the prompt log-probabilities of ``prompt + [candidate]``.
+        Tokens a server names only by text keep their text's candidate id where it is one, else a
+        negative placeholder id (their identity does not matter, only their values).
+        """
+        started = time.perf_counter()
+        caps = self._caps
+        count = self.logprobs_k if request.top == ALL_TOKENS else min(request.top, self.logprobs_k)
+        if count < request.top or request.top == ALL_TOKENS:
+            self._warn_once(f"the paper's reward asks for the top {'all' if request.top == ALL_TOKENS else request.top}"
+                            f" log-probabilities; {self.base_url} is asked for {count} (logprobs_k): readings that "
+                            "need more are approximate")
+        found: dict[int, float] = {}
+        usage: Json = {}
+        approximate = None
+        if caps.logprobs == "prompt":
+            body = {**self._logprob_body([*request.prompt, request.candidates[0]]), "prompt_logprobs": count}
+            choice, usage = self._http.complete(body, what="score the verdict tokens")
+            entries = choice.get("prompt_logprobs")
+            last = entries[-1] if isinstance(entries, list) and entries and isinstance(entries[-1], dict) else {}
+            found = {int(k): v for k, raw in last.items() if k.lstrip("-").isdigit()
+                     and (v := logprob_value(raw)) is not None}
+            found = most_likely(found, count)  # the appended candidate may be one more than asked
+        else:
+            try:
+                payload: Prompt = request.prompt if caps.logprobs == "ids" else self._vocab.payload(request.prompt)[0]
+            except PromptMismatch as exc:
+                log.warning("cannot score a token prompt at %s exactly (%s); the verdict stays unreadable",
+                            self.base_url, exc)
+                self._bump("unsendable_prompts")
+                return TokenLogprobs(dict.fromkeys(request.candidates), prompt_tokens=len(request.prompt))
+            body = {**self._logprob_body(payload), "logprobs": count}
+            choice, usage = self._http.complete(body, what="score the verdict tokens")
+            top = first_position_top(choice)
+            if top is None:
+                raise EngineError(NO_LOGPROBS, body=json.dumps(choice)[:BODY_KEEP])
+            found = self._ids_of(top, request.candidates)
+            if not caps.raw_top_logprobs:
+                approximate = "the server reports log-probabilities after its sampling settings"
+        if approximate:
+            self._warn_once(f"{self.base_url}: {approximate}; paper-mode rewards are approximate")
+        seconds = time.perf_counter() - started
+        cached = cached_tokens(usage)
+        self._count(len(request.prompt), cached, 0, seconds)
+        return TokenLogprobs(
+            {c: found.get(c) for c in request.candidates}, prompt_tokens=len(request.prompt),
+            cached_prompt_tokens=cached, seconds=seconds, top=most_likely(found, request.top), approximate=approximate,
+        )
+
+    def _ids_of(self, top: tuple[dict[int, float], dict[str, float]], candidates: Sequence[int]) -> dict[int, float]:
+        """Top log-probabilities by token id: the server's ids, else texts (candidates by their text)."""
+        by_id, by_text = top
+        if by_id:
+            return dict(by_id)
+        texts = {c: self._vocab.candidate_text(c) for c in candidates}
+        named = {text: c for c, text in texts.items() if text is not None and list(texts.values()).count(text) == 1}
+        found: dict[int, float] = {}
+        for i, (text, value) in enumerate(sorted(by_text.items(), key=lambda item: -item[1])):
+            found[named.get(text, -(i + 2))] = value
+        return found
+
+    def _warn_once(self, message: str) -> None:
+        with self._lock:
+            if message in self._warned:
+                return
+            self._warned.add(message)
+        log.warning("%s", message)
 
     def _logprob_body(self, prompt: Prompt) -> Json:
         return logprob_body(self.served_model, prompt, flavor=self._caps.flavor)
@@ -355,7 +467,7 @@ class OpenAIEngine(Engine):
         return {
             "flavor": caps.flavor, "tokenizer": caps.tokenize_style or "local", "token_prompts": caps.token_prompts,
             "stop_report": caps.stop_report, "logprobs": caps.logprobs, "in_flight_limit": self._http.in_flight_limit,
-            "max_model_len": caps.max_model_len,
+            "max_model_len": caps.max_model_len, "raw_top_logprobs": caps.raw_top_logprobs, "n_samples": caps.n_samples,
         }
 
     def close(self) -> None:

@@ -161,6 +161,8 @@ class Prober:
                 status=logprob_error.status if logprob_error else None,
                 body=logprob_error.body if logprob_error else json.dumps(choice)[:BODY_KEEP],
             )
+        if caps.logprobs in ("biased", "top"):
+            caps.raw_top_logprobs = self._top_logprobs_are_raw(ids if caps.token_prompts else _PROBE_TEXT)
         if "stop_reason" in choice:
             caps.stop_report = "stop_reason"
         elif "matched_stop" in choice:
@@ -177,6 +179,37 @@ class Prober:
                     f"streams completions, so stop strings and end-of-sequence cannot be told apart: {exc}",
                     status=exc.status, body=exc.body,
                 ) from exc
+        if caps.stop_report != "client":  # n samples come back as choices only where stops are the server's
+            caps.n_samples = self._answers_n(ids if caps.token_prompts else _PROBE_TEXT)
+
+    def _answers_n(self, prompt: Prompt) -> bool:
+        """Does the server answer ``n=2`` with two choices?"""
+        body = {"model": self._caps.served_model, "prompt": prompt, "max_tokens": 1, "temperature": 1.0, "n": 2}
+        try:
+            answer = self._http.json("POST", "/v1/completions", body, what="probe n", retry=False)
+        except EngineError as exc:
+            if exc.status is None:
+                raise
+            return False
+        choices = answer.get("choices") if isinstance(answer, dict) else None
+        return isinstance(choices, list) and len(choices) == 2
+
+    def _top_logprobs_are_raw(self, prompt: Prompt) -> bool:
+        """Are a sampled request's top log-probabilities the raw distribution's (the same at another
+        temperature), or post-sampling values (llama.cpp's server can report those)?
+        """
+        caps = self._caps
+        found: list[dict[int | str, float]] = []
+        for temperature in (1.0, 0.5):
+            body = {**logprob_body(caps.served_model, prompt, flavor=caps.flavor), "temperature": temperature,
+                    "logprobs": 5}
+            choice, _ = self._http.complete(body, what="probe raw logprobs", retry=False)
+            top = first_position_top(choice)
+            by_id, by_text = top if top is not None else ({}, {})
+            values: dict[int | str, float] = {**{i: v for i, v in by_id.items()}, **{t: v for t, v in by_text.items()}}
+            found.append(values)
+        shared = set(found[0]) & set(found[1])
+        return bool(shared) and all(abs(found[0][k] - found[1][k]) < 1e-3 for k in shared)
 
     def _optional(self, body: Json, what: str) -> Json | None:
         """A probe of an optional feature: the answer's choice, or ``None`` when the server refuses it
