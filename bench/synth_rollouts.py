@@ -45,6 +45,7 @@ except ImportError:  # a checkout without `pip install -e .`
 
 from genprm.engines import GenerationRequest, load_engine
 from genprm.evaluation.chat import ChatModel
+from genprm.io import write_json_atomic
 from genprm.protocol.synthesis import continuation_prompt, policy_messages, rollout_prefix
 from genprm.synthesis.pipeline import local_executor
 from genprm.synthesis.problems import Problem, read_problems
@@ -178,6 +179,8 @@ def main() -> None:
                 result["tok_cpu_s"] = result["tokens"] / result["cpu_s"]
                 runs[row].append(result)
                 print(f"{row} #{round_}: {result}", file=sys.stderr, flush=True)
+                if args.out:  # kept after every row: a crash later loses nothing measured
+                    write_json_atomic(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "runs": runs})
     results = {row: sorted(found, key=lambda r: r["tok_s"])[len(found) // 2] for row, found in runs.items()}
     engine.close()
     ceiling = results.get("ceiling")
@@ -191,8 +194,8 @@ def main() -> None:
         print(f"| {row} | {r['wall_s']:.1f} | {r['engine_s']:.1f} | {r['cpu_s']:.1f} | {r['tokens']} | "
               f"{r['tok_s']:.1f} | {share} | {r['tok_cpu_s']:.1f} | {cpu_share} |")
     if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": results,
-                                        "runs": runs}, indent=1))
+        write_json_atomic(args.out, {"args": {k: str(v) for k, v in vars(args).items()}, "rows": results,
+                                     "runs": runs})
 
 
 if __name__ == "__main__":
