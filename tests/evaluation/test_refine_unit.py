@@ -12,7 +12,16 @@ import pytest
 from genprm.engines.scripted import ScriptedEngine
 from genprm.errors import ConfigError, InputError
 from genprm.evaluation.chat import ChatModel
-from genprm.evaluation.refine import Refiner, RefineSettings, Round, conversation, critique_of, refine_turn, worst_path
+from genprm.evaluation.refine import (
+    Refiner,
+    RefineSettings,
+    Round,
+    conversation,
+    critique_of,
+    critique_path,
+    refine_turn,
+    worst_path,
+)
 from genprm.evaluation.refine_data import gold_answer, load_problems
 from genprm.evaluation.refine_results import compute_results, evaluate_refine
 from genprm.evaluation.scoring import StoreScorer
@@ -56,6 +65,20 @@ def test_refine_turn_is_byte_exact():
 def test_worst_path_is_the_lowest_readable_reward_first_on_ties():
     assert worst_path([0.4, None, 0.1, 0.1]) == 2
     assert worst_path([None, None]) is None
+
+
+def test_the_critique_comes_from_path_0_by_default_as_the_released_history_keeps():
+    assert critique_path([0.4, None, 0.1], "first") == 0
+    assert critique_path([0.4, None, 0.1], "worst") == 2
+    with pytest.raises(ConfigError, match="critique"):
+        RefineSettings(critique="best")  # type: ignore[arg-type]
+
+
+def test_the_first_turn_and_budget_follow_the_released_code():
+    from genprm.evaluation.refine import first_user_turn
+
+    assert first_user_turn("What is 1+1?", INSTRUCTION) == "What is 1+1?\n\n" + INSTRUCTION
+    assert RefineSettings().max_tokens == 16384
 
 
 def test_gold_answers_of_the_shared_shapes():
@@ -166,7 +189,7 @@ def verifier_engine() -> ScriptedEngine:
 
 def _refiner(tmp_path, policy, verifier, rounds=2, history="full", n=1):
     store = RunStore(tmp_path / "run")
-    scorer = StoreScorer(store, verifier, VerifyConfig(n=n, mode="analyze", max_step_tokens=64, reward="raw"))
+    scorer = StoreScorer(store, verifier, VerifyConfig(n=n, mode="analyze", max_step_tokens=128, reward="raw"))
     return Refiner(store, ChatModel(policy), scorer, RefineSettings(rounds=rounds, history=history, max_tokens=256))
 
 
@@ -209,7 +232,7 @@ def test_the_refine_prompt_is_the_conversation_so_far(tmp_path, problems):
     assert len(gamma) == 3
     turn1 = PREFIX + "WRONG guess \\boxed{1}.\n\nParagraph 1 is wrong."
     turn2 = PREFIX + "WRONG again \\boxed{2}.\n\nParagraph 2 is wrong."
-    user0 = f"gamma: what is 3 + 4?\n{INSTRUCTION}"
+    user0 = f"gamma: what is 3 + 4?\n\n{INSTRUCTION}"
     assert gamma[2] == (
         f"<|im_start|>user\n{user0}<|im_end|>\n"
         "<|im_start|>assistant\nWRONG guess \\boxed{1}.<|im_end|>\n"
@@ -223,7 +246,7 @@ def test_the_refine_prompt_is_the_conversation_so_far(tmp_path, problems):
 def test_last_history_restarts_from_the_latest_answer():
     rounds = [Round("A0", "policy"), Round("A1", "refined", 0, turn="T1")]
     assert conversation("P", "I", rounds, "T2", "last") == [
-        {"role": "user", "content": "P\nI"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "T2"},
+        {"role": "user", "content": "P\n\nI"}, {"role": "assistant", "content": "A1"}, {"role": "user", "content": "T2"},
     ]
     assert [m["content"] for m in conversation("P", "", rounds, "T2", "full")] == ["P", "A0", "T1", "A1", "T2"]
 

@@ -71,6 +71,10 @@ def test_settings_that_only_steer_compute_are_out_of_the_key_while_their_option_
     assert key(adaptive.model_copy(update={"adaptive_margin": 0.1})) != key(adaptive)
     cascade = VerifyConfig(cascade="direct,analyze")
     assert key(cascade.model_copy(update={"cascade_band": 0.1})) != key(cascade)
+    assert key(VerifyConfig(mode="analyze", reward_temperature=0.6)) == key(base)  # raw readings only
+    raw = VerifyConfig(mode="analyze", reward="raw")
+    assert key(raw.model_copy(update={"reward_temperature": 0.6})) != key(raw)
+    assert key(raw) != key(base)
     # settings that change what a path computes stay in
     assert key(VerifyConfig(mode="analyze", temperature=0.7)) != key(base)
 

@@ -115,6 +115,8 @@ class VerifyConfig(BaseModel):
         margin); each option's own parameters matter only while it is on; a cascade replaces ``mode``.
         """
         inert: set[str] = {"sandbox"}  # where the code runs, not what it prints
+        if self.reward == "paper":
+            inert.update({"reward_temperature", "min_verdict_mass"})  # they shape raw readings only
         if self.paths_independent:
             inert.add("threshold")
         if len(self.levels) == 1:

@@ -30,6 +30,7 @@ from genprm.engines.base import (
     SamplingParams,
     TokenLogprobs,
 )
+from genprm.errors import ContextOverflowError
 from genprm.protocol import prompts as P
 from genprm.protocol.parse import last_code_block
 from genprm.protocol.verdict import (
@@ -78,11 +79,22 @@ def derive_seed(*parts: object) -> int:
 class _Turn:
     """Mutable state of one path's turn while its coroutine runs."""
 
-    def __init__(self, path: int) -> None:
+    def __init__(self, path: int, conversation: str, tokenize: Callable[[str], list[int]]) -> None:
         self.text = ""
         self.step = PathStep(path=path, text="", verdict="", reward=None, readable=False)
         self.generated = 0
         self.started = time.perf_counter()
+        self._conversation = conversation
+        self._tokenize = tokenize
+        self._base: int | None = None
+
+    def used(self) -> int:
+        """Tokens of the turn so far, forced text and spliced code output included: the step's token
+        budget counts the whole step text, as the released code does, not only what was generated.
+        """
+        if self._base is None:
+            self._base = len(self._tokenize(self._conversation))
+        return len(self._tokenize(self._conversation + self.text)) - self._base
 
     def account(self, out: Generation) -> None:
         self.generated += out.completion_tokens
@@ -109,13 +121,22 @@ def verify_step_path(
     A driver may throw :class:`PathCancelled` in at any action: the path then returns at once, marked
     ``cancelled``, with what it generated so far (no reward) so its compute is still counted.
     """
-    turn = _Turn(path)
+    turn = _Turn(path, conversation, tokenize)
     try:
         return (yield from _judge(config, conversation, step_number, tokenize, seed, turn))
     except PathCancelled:
         turn.step.cancelled, turn.step.text = True, turn.text
         turn.step.seconds = time.perf_counter() - turn.started
         return turn.step
+    except ContextOverflowError:
+        # The history no longer fits: record the path as unreadable, keep what it wrote (the analysis,
+        # closed) so its turn stays well-formed in later steps' history, and let the run go on.
+        step = turn.step
+        analysis = turn.text.split(P.ANALYZE_END)[0] if turn.text else ""
+        step.text = (analysis + P.ANALYZE_END if analysis else "") + P.OUTPUT_PREFIX
+        step.degraded, step.readable, step.reward, step.unreadable_reason = "context", False, None, "context"
+        step.seconds = time.perf_counter() - turn.started
+        return step
 
 
 def _judge(
@@ -134,7 +155,7 @@ def _judge(
         nonlocal calls
         calls += 1
         params = SamplingParams(
-            max_tokens=max(1, config.max_step_tokens - turn.generated),
+            max_tokens=max(1, config.max_step_tokens - turn.used()),
             temperature=config.temperature,
             top_p=config.top_p,
             top_k=config.top_k,
@@ -152,9 +173,12 @@ def _judge(
         turn.text += out.text
         analysis = turn.text.split(P.ANALYZE_END.strip())[0]
         if out.finish_reason != "stop":
-            turn.step.degraded = "token-budget" if out.finish_reason == "length" else "eos"
+            # An end-of-sequence closes the analysis and verification goes on, as in the released code;
+            # only the token budget drops the verify part.
             turn.text = analysis + P.ANALYZE_END
-        elif mode.writes_code:
+            if out.finish_reason == "length":
+                turn.step.degraded = "token-budget"
+        if mode.writes_code and not turn.step.degraded:
             yield from _verify_stage(config, turn, generate, analysis)
     if not turn.text.endswith(P.OUTPUT_PREFIX):
         turn.text += P.OUTPUT_PREFIX
@@ -197,14 +221,22 @@ def _verify_stage(
     generate: Callable[[tuple[str, ...]], Generator[Action, Any, Generation]],
     analysis: str,
 ) -> Generator[Action, Any, None]:
-    """Stage 2: code rounds until the model reaches its judgement, or degrade to analysis only."""
+    """Stage 2: code rounds until the model reaches its judgement, or degrade to analysis only.
+
+    As in the released code, every call that does not reach ``<output>`` is followed by running the
+    last code block (if the text has one) and another call, whether the model closed its fence or
+    ended its sequence; only the call and token budgets drop the verify part.
+    """
     executes = config.mode.executes
     stops = (P.CODE_BLOCK_END, P.OUTPUT_END, P.OUTPUT_TAG) if executes else (P.OUTPUT_END, P.OUTPUT_TAG)
     turn.text += P.VERIFY_PREFIX
     requests = 0
     while True:
-        if requests >= config.max_code_rounds or turn.generated >= config.max_step_tokens:
-            reason = "code-rounds" if requests >= config.max_code_rounds else "token-budget"
+        if requests >= config.max_code_rounds:
+            reason = "code-rounds"
+            break
+        if turn.used() >= config.max_step_tokens:
+            reason = "token-budget"
             break
         before = len(turn.text)
         out = yield from generate(stops)
@@ -218,16 +250,22 @@ def _verify_stage(
                 cut = len(turn.text) - len(out.text) + out.text.rfind(P.OUTPUT_END)
             turn.text = turn.text[:cut] + P.OUTPUT_PREFIX
             return
-        if out.stop_string == P.CODE_BLOCK_END:
-            code = last_code_block(turn.text)
-            started = time.perf_counter()
-            output: str = NO_CODE_FOUND if code is None else (yield ExecuteCode(code))
-            turn.step.code_runs.append(
-                CodeRun(round=requests, code=code or "", output=output, seconds=time.perf_counter() - started)
-            )
-            turn.text += P.code_output_block(output)
-            continue
-        reason = "token-budget" if out.finish_reason == "length" else "eos"
-        break
+        if out.finish_reason == "length":
+            reason = "token-budget"
+            break
+        fenced = out.stop_string == P.CODE_BLOCK_END
+        if not executes and not fenced:
+            continue  # code-no-exec: nothing runs; the model writes on until its judgement
+        code = last_code_block(turn.text)
+        if code is None and not fenced:
+            continue  # an end-of-sequence with no code block yet: call again
+        if not turn.text.endswith("\n"):
+            turn.text += "\n"
+        started = time.perf_counter()
+        output: str = NO_CODE_FOUND if code is None else (yield ExecuteCode(code))
+        turn.step.code_runs.append(
+            CodeRun(round=requests, code=code or "", output=output, seconds=time.perf_counter() - started)
+        )
+        turn.text += P.code_output_block(output)
     turn.step.degraded = reason
     turn.text = analysis + P.ANALYZE_END + P.OUTPUT_PREFIX
