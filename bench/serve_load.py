@@ -16,7 +16,8 @@ sandbox's workers start and the engine caches the system prompt, as on a server 
 while), then take K clients, each sending ``--requests`` requests one after another (K x M distinct
 samples, the first of the pool). Then the same K x M samples of the largest K are verified offline
 by :class:`~genprm.verifier.scheduler.Scheduler` in this process, on a fresh engine with the
-server's ``--concurrency`` and the same warm-up. One markdown table: solutions/s and steps/s (of the
+server's paths in flight, no more solutions in flight than the server had (K, or its solution
+workers if fewer), and the same warm-up. One markdown table: solutions/s and steps/s (of the
 requests answered 200), p50/p95/p99 latency, errors and requests past the deadline, the machine's
 load average before and after each run.
 """
@@ -174,16 +175,20 @@ async def drive(url: str, samples: list[Sample], clients: int, per_client: int, 
     return row
 
 
-def offline(args: argparse.Namespace, config: ServeConfig, samples: list[Sample], warm: list[Sample]) -> Row:
+def offline(args: argparse.Namespace, config: ServeConfig, samples: list[Sample], warm: list[Sample],
+            clients: int) -> Row:
     """The same samples verified by the Scheduler in this process, no HTTP (after the same warm-up)."""
-    engine = load_engine(args.engine, args.model, **engine_options(args))
+    engine = make_engine(args)
     verify = config.verify
 
     def items(of: list[Sample]) -> list[Any]:
         return [validate_record({"problem": s.problem, "steps": s.steps}, position=i) for i, s in enumerate(of)]
 
-    paths = config.paths_in_flight(engine.name, engine.max_batch)  # as the server
-    scheduler = Scheduler(SolutionVerifier(engine, verify), concurrency=paths)
+    # as the server at the largest K: its paths in flight, and no more solutions in flight than it had
+    # (its solution workers, or the K requests open at a time, whichever is fewer)
+    paths = config.paths_in_flight(engine.name, engine.max_batch)
+    in_flight = min(clients, paths // verify.n + 1)
+    scheduler = Scheduler(SolutionVerifier(engine, verify), concurrency=paths, solutions_in_flight=in_flight)
     failures: list[Any] = []
     try:
         scheduler.run(items(warm), lambda _: None, on_failure=failures.append)
@@ -195,6 +200,25 @@ def offline(args: argparse.Namespace, config: ServeConfig, samples: list[Sample]
         engine.close()
     wall = time.perf_counter() - started
     return Row("offline scheduler", 0, len(samples), sum(len(s.steps) for s in samples), wall, errors=len(failures))
+
+
+def make_engine(args: argparse.Namespace) -> Any:
+    """The engine under test; ``--engine scripted`` is a stand-in whose every call takes ``--call-ms``
+    whatever else runs (an engine with spare batch capacity), to measure the server's own overhead.
+    """
+    if args.engine != "scripted":
+        return load_engine(args.engine, args.model, **engine_options(args))
+    from genprm.engines.scripted import ScriptedEngine
+
+    def respond(prompt: str, request: Any) -> str:
+        time.sleep(args.call_ms / 1000)
+        return " the step follows from the previous one.\n</analyze>\n"
+
+    def verdict(prompt: str) -> tuple[float, float]:
+        time.sleep(args.call_ms / 1000)
+        return -0.2, -1.7
+
+    return ScriptedEngine(respond=respond, verdict=verdict, max_batch=256)
 
 
 def engine_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -221,7 +245,10 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
     if off is not None and served:
         notes.append(f"server at K={served[-1].clients} / offline scheduler (same samples): "
                      f"{served[-1].steps_per_s / off.steps_per_s:.0%} of its steps/s")
-    setting = (f"{args.model} on {args.engine}, N={args.n}, mode {args.mode}, max {args.max_step_tokens} tokens per "
+    model = f"{args.model} on {args.engine}"
+    if args.engine == "scripted":
+        model = f"scripted engine ({args.call_ms:g} ms per call)"
+    setting = (f"{model}, N={args.n}, mode {args.mode}, max {args.max_step_tokens} tokens per "
                f"step, responses of at most {args.max_steps} steps, {args.requests} request(s) per client, "
                f"{args.paths} paths in flight")
     return "\n".join([setting, "", *lines, "", *notes])
@@ -232,6 +259,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--engine", default="llamacpp")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--call-ms", type=float, default=50.0, help="--engine scripted: milliseconds per call.")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--requests", type=int, default=2, help="Requests per client (M).")
     parser.add_argument("--n", type=int, default=1)
@@ -258,7 +286,7 @@ def main() -> None:
     rows: list[Row] = []
     for k in ks:
         samples = pool[: k * args.requests]
-        engine = load_engine(args.engine, args.model, **engine_options(args))
+        engine = make_engine(args)
         args.paths = config.paths_in_flight(engine.name, engine.max_batch)
         before = load_average()
         try:
@@ -272,7 +300,7 @@ def main() -> None:
         print(f"K={k}: {row.requests} requests in {row.wall_s:.1f} s", file=sys.stderr, flush=True)
     if not args.no_offline:
         before = load_average()
-        row = offline(args, config, pool[: max(ks) * args.requests], warm)
+        row = offline(args, config, pool[: max(ks) * args.requests], warm, max(ks))
         row.load = f"{before} → {load_average()}"
         rows.append(row)
         print(f"offline: {row.requests} solutions in {row.wall_s:.1f} s", file=sys.stderr, flush=True)
