@@ -280,7 +280,7 @@ def run_rollouts(
         chunk = RolloutChunk(unit.start, [int(correct) for correct, _ in grades],
                              sum(g.completion_tokens for g in outcome.value),
                              sum(g.prompt_tokens for g in outcome.value),
-                             sum(g.finish_reason == "length" for g in outcome.value))
+                             sum(g.finish_reason == "length" for g in outcome.value), outcome.seconds)
         store.put_rollouts(unit.sample, completer_key, unit.t, chunk)
         chunks[(unit.sample, unit.t)].append(chunk)
         report.computed += 1

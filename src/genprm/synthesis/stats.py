@@ -86,6 +86,7 @@ def _solutions_section(store: SynthStore, draw_key: str, chosen: dict[str, Any])
     section.add("valid", _share(len(valid), len(draws)))
     section.add("correct share of valid", sum(d.correct for d in valid) / len(valid) if valid else None)
     section.add("generated tokens", sum(d.tokens for d in draws))
+    section.add("unit seconds (sum)", round(sum(r.get("seconds", 0.0) for f in rounds.values() for r in f.values())))
     kept = [s for s in chosen.values() if s.kept]
     section.add("solutions kept", sum(len(s.solutions) for s in kept))
     section.add("of them correct", sum(sol.correct for s in kept for sol in s.solutions))
@@ -105,6 +106,7 @@ def _later_sections(store: SynthStore) -> list[Section]:
         section.add("rollouts", sum(len(samples_of(c)) for c in chunks.values()))
         section.add("generated tokens", sum(x.completion_tokens for c in chunks.values() for x in c))
         section.add("cut by the token budget", sum(x.lengths for c in chunks.values() for x in c))
+        section.add("unit seconds (sum)", round(sum(x.seconds for c in chunks.values() for x in c)))
         section.add("dynamic K", f"{rollout_settings_of(rollouts).ks} at MC(s_1) edges "
                                   f"{rollout_settings_of(rollouts).k_edges}", "(128, 64, 32) at (0.1, 0.9)")
         sections.append(section)
@@ -169,4 +171,5 @@ def _critique_section(store: SynthStore, key: str) -> Section:
     section.add("index samples agree (rate)", agreement_rate(found))
     section.add("code runs", sum(len(c.code_runs) for c in found))
     section.add("generated tokens", sum(c.generated_tokens for c in found))
+    section.add("unit seconds (sum)", round(sum(c.seconds for c in found)))
     return section

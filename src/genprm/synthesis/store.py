@@ -14,7 +14,7 @@ Kinds (``sample`` / ``settings`` / ``slot`` -> value):
 ``synth-draws``        problem key / draw key / round -> ``{"seed", "draws": [Draw], "prompt_tokens"}``
 ``synth-selection``    problem key / selection key / ``""`` -> :class:`Selection`
 ``synth-rollouts``     solution key (problem key for t = 0) / completer key / ``"t:start"`` ->
-                       ``{"correct": [0|1, ...], "completion_tokens", "prompt_tokens", "lengths"}``
+                       ``{"correct": [0|1, ...], "completion_tokens", "prompt_tokens", "lengths", "seconds"}``
 ``synth-labels``       solution key / label key / ``""`` -> ``{"problem", "k", "mc_s1", **StepLabels}``
 ``synth-critique``     solution key / teacher key / critique index -> ``TeacherCritique.to_dict()``
 ``synth-consensus``    solution key / filter key / ``""`` -> :class:`~genprm.synthesis.consensus.Verdict`
@@ -83,6 +83,8 @@ class RolloutChunk:
     prompt_tokens: int = 0
     lengths: int = 0
     """Rollouts cut by the token budget (graded like the others: no answer means wrong)."""
+    seconds: float = 0.0
+    """Wall time of the request (with others in flight on a batching engine)."""
 
 
 @dataclass
@@ -161,7 +163,7 @@ class SynthStore:
 
     def put_rollouts(self, sample_key: str, completer_key: str, t: int, chunk: RolloutChunk) -> None:
         value = {"correct": chunk.correct, "completion_tokens": chunk.completion_tokens,
-                 "prompt_tokens": chunk.prompt_tokens, "lengths": chunk.lengths}
+                 "prompt_tokens": chunk.prompt_tokens, "lengths": chunk.lengths, "seconds": chunk.seconds}
         self.runs.put_item(ROLLOUTS, sample_key, completer_key, value, slot=f"{t}:{chunk.start}")
 
     def rollout_chunks(self, completer_key: str) -> dict[tuple[str, int], list[RolloutChunk]]:
@@ -170,7 +172,8 @@ class SynthStore:
         for sample, _, slot, value in self.runs.items(ROLLOUTS, completer_key):
             t, start = (int(x) for x in slot.split(":"))
             chunks[(sample, t)].append(RolloutChunk(start, list(value["correct"]), value["completion_tokens"],
-                                                    value["prompt_tokens"], value.get("lengths", 0)))
+                                                    value["prompt_tokens"], value.get("lengths", 0),
+                                                    value.get("seconds", 0.0)))
         for found in chunks.values():
             found.sort(key=lambda c: c.start)
         return dict(chunks)
