@@ -41,7 +41,7 @@ def genprm_command(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "genprm.cli.main", *map(str, args)]
 
 
-def run_genprm(*args: str | Path, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+def run_genprm(*args: str | Path, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(genprm_command(*args), capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     assert done.returncode == 0, f"genprm {' '.join(map(str, args))} failed:\n{done.stderr[-3000:]}"

@@ -104,7 +104,8 @@ def test_full_fine_tuning_exports_a_plain_folder(smollm2_hf, train_data, tmp_pat
 
     run = tmp_path / "full"
     result = train(TrainConfig(data=train_data, base_model=str(smollm2_hf), out=run, lora=False, max_steps=1,
-                               global_batch_size=1, save_steps=100, skip_invalid=True, learning_rate=1e-4))
+                               global_batch_size=1, save_steps=100, skip_invalid=True, learning_rate=1e-4,
+                               warmup_ratio=0.0))  # a warmup step would start at learning rate 0
     assert result.lora is False and result.steps == 1
     assert not (run / "final" / "adapter_config.json").exists()
     exported = export(run)

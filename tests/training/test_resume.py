@@ -29,7 +29,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_run(trained_run, train_data,
     process = subprocess.Popen(genprm_command(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     state = out / "checkpoints" / "checkpoint-2" / "trainer_state.json"
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1200
     while not state.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert state.is_file(), "no checkpoint-2 appeared"
