@@ -134,3 +134,20 @@ def test_a_released_queued_solution_never_starts_and_frees_its_place(tmp_path):
         assert not isinstance(running.future.result(30), Stopped)
     finally:
         service.close()
+
+
+def test_early_stopping_reads_back_as_the_verifier_reports_it(tmp_path):
+    config = VerifyConfig(n=2, seed=3, mode="analyze", stop_at_first_error=True, threshold=0.6)
+    records = [{"problem": f"Q{i}", "steps": [f"step {k} of {i}" for k in range(4)]} for i in range(4)]
+    expected = verify(records, model=GatedEngine(), config=config)
+    service = _service(tmp_path, GatedEngine(), config=config, concurrency=4)
+    try:
+        got = [_wait(service.submit(validate_record(r, position=i), time.monotonic() + 60))
+               for i, r in enumerate(records)]
+    finally:
+        service.close()
+    assert any(r.stopped_early for r in expected)  # the case is exercised
+    for result, scored in zip(expected, got):
+        assert scored.step_rewards == result.step_rewards
+        assert scored.step_status == result.step_status
+        assert scored.first_error == result.first_error

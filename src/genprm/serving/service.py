@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import Any, cast
+from dataclasses import dataclass
+from typing import cast
 
 from genprm.engines.base import Engine
 from genprm.errors import GenPRMError
@@ -141,7 +141,7 @@ class _StoppableRunner:
 class Ticket:
     """One request's claim on one solution's outcome; :meth:`release` it when done waiting."""
 
-    def __init__(self, future: Future[Outcome], release: Any = None) -> None:
+    def __init__(self, future: Future[Outcome], release: Callable[[], None] | None = None) -> None:
         self.future: Future[Outcome] = Future()  # a copy, so that a waiter cancelling it cancels nothing else
         self._release = release
         future.add_done_callback(self._copy)
@@ -338,10 +338,4 @@ class VerificationService:
             return result
         self.store.put_paths(item.key, item.record, self.settings, trajectories(result))
         return self.stored(item, cached=False)
-
-
-def failure_value(failure: SolutionFailure) -> dict[str, Any]:
-    """What a client is told of a failed solution: the category and whether a retry may help."""
-    return {k: v for k, v in asdict(failure).items() if k in ("reason", "transient")}
-
 
