@@ -102,7 +102,9 @@ def test_same_seed_same_transcripts(engine):
 
 
 def test_stop_at_first_error_skips_later_steps(engine):
-    config = VerifyConfig(n=1, threshold=1.0, stop_at_first_error=True, **FAST)  # every step is "wrong"
+    # raw rewards lie strictly inside (0, 1), so at threshold 1 every step is "wrong" (the paper's reward
+    # can be exactly 1: a No outside the sampling nucleus)
+    config = VerifyConfig(n=1, threshold=1.0, stop_at_first_error=True, reward="raw", **FAST)
     result = verify([RECORD], model=engine, config=config)[0]
     assert result.first_error == 0 and result.stopped_early
     assert result.step_status == ["scored", "skipped"] and result.step_rewards[1] is None

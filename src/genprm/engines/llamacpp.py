@@ -21,15 +21,21 @@ and after the first the prompt is in the KV cache, so only its last token is eva
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import llama_cpp
-import numpy as np
+# ggml's OpenMP threads spin after each parallel region by default; on a machine with fewer cores
+# than busy threads (several llama.cpp processes, a sandbox, a server) that spinning takes the cores
+# the working threads need: measured 10x slower here. Sleep instead (the user's setting wins); set
+# before llama.cpp's library, and with it the OpenMP runtime, is loaded.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import llama_cpp  # noqa: E402
+import numpy as np  # noqa: E402
 from llama_cpp._utils import suppress_stdout_stderr
 
 from genprm.engines.base import (
@@ -194,7 +200,9 @@ class LlamaCppEngine(Engine):
         self._add_bos = bool(self.llm._model.add_bos_token())
         self._bos = self.llm.token_bos()
         self._states = _StateCache(state_cache_mb * 2**20)
-        self._lock = threading.Lock()
+        # One thread makes every llama.cpp call: each calling thread would get an OpenMP team of its
+        # own, and callers (the scheduler's path threads, a server's requests) are many.
+        self._calls = ThreadPoolExecutor(1, thread_name_prefix="genprm-llamacpp")
 
     # -- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -244,8 +252,7 @@ class LlamaCppEngine(Engine):
         return self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        with self._lock:
-            return [self._generate_one(r) for r in requests]
+        return self._calls.submit(lambda: [self._generate_one(r) for r in requests]).result()
 
     def _generate_one(self, request: GenerationRequest) -> Generation:
         started = time.perf_counter()
@@ -290,8 +297,7 @@ class LlamaCppEngine(Engine):
         return Generation(text, finish, stop_hit, len(tokens), produced, cached, seconds)
 
     def next_token_logprobs(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
-        with self._lock:
-            return [self._logprobs_one(r) for r in requests]
+        return self._calls.submit(lambda: [self._logprobs_one(r) for r in requests]).result()
 
     def _logprobs_one(self, request: LogprobRequest) -> TokenLogprobs:
         started = time.perf_counter()
@@ -319,6 +325,9 @@ class LlamaCppEngine(Engine):
         self.stats.seconds += seconds
 
     def close(self) -> None:
+        calls = getattr(self, "_calls", None)
+        if calls is not None:
+            calls.shutdown(wait=True)
         llm = getattr(self, "llm", None)
         if llm is not None:
             llm.close()
