@@ -35,9 +35,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# as genprm serve does (genprm.serving.server): llama.cpp's OpenMP teams, one per calling thread, must not spin
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 try:
     import genprm  # noqa: F401
 except ImportError:  # running from a checkout without `pip install -e .`

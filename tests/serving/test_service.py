@@ -115,18 +115,22 @@ def test_a_released_queued_solution_never_starts_and_frees_its_place(tmp_path):
     engine = GatedEngine()
     engine.gate.clear()
     service = _service(tmp_path, engine, config=VerifyConfig(n=1), concurrency=1, max_queue=1)
-    first, second, third = _items()[:3]
+    first, *others = _items()[:5]  # RECORDS[5] is the one the full queue refuses
     try:
         running = service.submit(first, time.monotonic() + 60)
         assert engine.entered.wait(10)
-        while service.queued:  # the solution worker may take a second job: wait for the queue to settle
-            time.sleep(0.01)
-        queued = service.submit(second, time.monotonic() + 60)
-        queued_more = service.submit(third, time.monotonic() + 60) if service.queued == 0 else None
+        waiting = None
+        for item in others:  # fill every solution worker, then the queue's one place
+            ticket = service.submit(item, time.monotonic() + 60)
+            while service.queued and service.running < service.solutions_in_flight:
+                time.sleep(0.01)  # a free worker takes it
+            if service.queued:
+                waiting = ticket
+                break
+        assert waiting is not None
         with pytest.raises(QueueFull) as full:
             service.submit(validate_record(RECORDS[5], position=5), time.monotonic() + 60)
         assert full.value.retry_after >= 1
-        waiting = queued_more or queued
         waiting.release()
         assert isinstance(waiting.future.result(5), Stopped)
         assert service.queued == 0

@@ -22,6 +22,8 @@ from genprm.cli.options import (
     MinPaths,
     Model,
     NCtx,
+    Reward,
+    Sandbox,
     Seed,
     ServedModel,
     StopAtFirstError,
@@ -43,9 +45,6 @@ ServeRun = Annotated[
     Path | None,
     typer.Option("--run", help="Run folder whose store keeps every verified solution across restarts "
                  "(default: a temporary folder removed at exit)."),
-]
-RewardMode = Annotated[
-    str, typer.Option("--reward", help="paper: P(Yes) after the sampling transforms, as the paper measured; raw.")
 ]
 
 
@@ -110,7 +109,8 @@ def serve_command(
     min_paths: MinPaths = 2,
     adaptive_batch: AdaptiveBatch = 1,
     adaptive_margin: AdaptiveMargin = 0.2,
-    reward: RewardMode = "paper",
+    reward: Reward = "paper",
+    sandbox: Sandbox = "auto",
     temperature: Temperature = 0.6,
     max_step_tokens: MaxStepTokens = 2048,
     seed: Seed = 0,
@@ -127,7 +127,7 @@ def serve_command(
         )
     try:
         verify = VerifyConfig(n=n, threshold=threshold, temperature=temperature, max_step_tokens=max_step_tokens,
-                              seed=seed, reward=reward, **compute)
+                              seed=seed, reward=reward, sandbox=sandbox, **compute)
         parser = QueryParser(
             strip_tokens=tuple(strip_token) if strip_token else DEFAULT_SPECIAL_TOKENS,
             problem_template=problem_template, split=split, step_pattern=step_pattern,
