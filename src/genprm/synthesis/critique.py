@@ -47,6 +47,7 @@ from genprm.protocol.teacher import (
     parse_index,
     teacher_messages,
 )
+from genprm.synthesis.consensus import voted_index
 from genprm.verifier.path import derive_seed
 from genprm.verifier.records import CodeRun
 
@@ -140,16 +141,12 @@ def agreed_index(samples: Sequence[int | None], rule: str) -> int | None:
     """The index ``samples`` agree on under ``rule`` (see :data:`AGREEMENT_RULES`); None when they do not."""
     if rule not in AGREEMENT_RULES:
         raise ConfigError("agreement", rule, f"choose one of {', '.join(AGREEMENT_RULES)}")
+    if rule == "majority" or rule == "all":
+        return voted_index(samples, rule)  # the consensus filter's vote over critiques, here over samples
     counts = Counter(s for s in samples if s is not None)
     if not counts:
         return None
-    if rule == "all":
-        first = samples[0]
-        return first if first is not None and counts[first] == len(samples) else None
     top = max(counts.values())
-    if rule == "majority":
-        winner = next(s for s, c in counts.items() if c == top)
-        return winner if 2 * top > len(samples) else None
     tied = [s for s, c in counts.items() if c == top]
     return min(tied, key=lambda s: (s == NO_ERROR_INDEX, s))
 
