@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from genprm.engines.base import Engine, GenerationRequest, SamplingParams
 from genprm.errors import ConfigError
@@ -47,7 +47,7 @@ from genprm.protocol.teacher import (
     parse_index,
     teacher_messages,
 )
-from genprm.synthesis.consensus import voted_index
+from genprm.synthesis.consensus import Vote, voted_index
 from genprm.verifier.path import derive_seed
 from genprm.verifier.records import CodeRun
 
@@ -141,8 +141,8 @@ def agreed_index(samples: Sequence[int | None], rule: str) -> int | None:
     """The index ``samples`` agree on under ``rule`` (see :data:`AGREEMENT_RULES`); None when they do not."""
     if rule not in AGREEMENT_RULES:
         raise ConfigError("agreement", rule, f"choose one of {', '.join(AGREEMENT_RULES)}")
-    if rule == "majority" or rule == "all":
-        return voted_index(samples, rule)  # the consensus filter's vote over critiques, here over samples
+    if rule in ("majority", "all"):
+        return voted_index(samples, cast(Vote, rule))  # the consensus filter's vote over critiques, here over samples
     counts = Counter(s for s in samples if s is not None)
     if not counts:
         return None
