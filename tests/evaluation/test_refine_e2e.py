@@ -107,13 +107,13 @@ def test_cli_errors_are_one_line(tmp_path, extra, line, message):
 
 
 def test_the_policy_shares_the_verifier_engine_only_when_it_is_the_same_model():
-    from contextlib import ExitStack
-
-    from genprm.cli.refine import _policy_engine
+    from genprm.cli.cluster import verifier_models
     from genprm.engines.scripted import ScriptedEngine
+    from genprm.executor import RoleSpec
 
-    verifier = ScriptedEngine("m")
-    with ExitStack() as engines:
-        assert _policy_engine(engines, verifier, ("scripted", "m", {}), ("scripted", "m", {})) is verifier
-        other = _policy_engine(engines, verifier, ("scripted", "m", {}), ("scripted", "policy", {}))
-        assert other is not verifier and isinstance(other, ScriptedEngine)
+    same = {"verifier": RoleSpec("scripted", "m"), "policy": RoleSpec("scripted", "m", (), "{{ messages }}")}
+    with verifier_models(None, same, 1) as (engines, executor):
+        assert engines["policy"] is engines["verifier"] and executor is None
+    other = {"verifier": RoleSpec("scripted", "m"), "policy": RoleSpec("scripted", "policy")}
+    with verifier_models(None, other, 1) as (engines, _):
+        assert engines["policy"] is not engines["verifier"] and isinstance(engines["policy"], ScriptedEngine)

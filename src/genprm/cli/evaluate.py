@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from genprm.cli.cluster import cluster_of, verifier_models
 from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater
 from genprm.cli.options import (
     AdaptiveBatch,
@@ -18,10 +19,13 @@ from genprm.cli.options import (
     ChatTemplateFile,
     Concurrency,
     EngineName,
+    GpusPerReplica,
     MaxStepTokens,
     MinPaths,
     Model,
     NCtx,
+    RayAddress,
+    Replicas,
     RetryFailed,
     Reward,
     RunDir,
@@ -38,7 +42,6 @@ from genprm.cli.options import (
     read_template,
 )
 from genprm.cli.tables import print_bon, print_processbench
-from genprm.engines import load_engine
 from genprm.errors import ConfigError
 from genprm.evaluation import bon as bon_eval
 from genprm.evaluation.chat import ChatModel
@@ -54,9 +57,11 @@ from genprm.evaluation.processbench import (
     stored_figures,
 )
 from genprm.evaluation.scoring import StoreScorer, stored_model
+from genprm.executor import RoleSpec
 from genprm.protocol.chat import template_fields
 from genprm.store import STORE_FILE, RunStore
 from genprm.verifier import VerifyConfig
+from genprm.verifier.scheduler import solutions_for
 
 eval_app = typer.Typer(help="Benchmarks as the paper reports them; runs resume from their --run folder.",
                        no_args_is_help=True)
@@ -111,6 +116,9 @@ def processbench_command(
     reward: Reward = "paper",
     sandbox: Sandbox = "auto",
     retry_failed: RetryFailed = False,
+    ray: RayAddress = None,
+    replicas: Replicas = 1,
+    gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """ProcessBench: F1 per subset and Avg for Pass@1 and Maj@k, a threshold sweep, and optionally the critic."""
     with fail_on_errors():
@@ -134,10 +142,14 @@ def processbench_command(
         part = Shard.parse(shard) if shard else None
         mine = f" (shard {part.index}/{part.count}: {len(part.pick(samples))} of them)" if part else ""
         err.print(f"{len(samples)} samples{mine}; results in {run}/", highlight=False)
-        with RunStore(run) as store, load_engine(engine, model, **options) as llm, phase_bar() as bar:
-            scorer = StoreScorer(
-                store, llm, config, chat_template=template, concurrency=concurrency, retry_failed=retry_failed
-            )
+        cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
+        spec = RoleSpec(engine, model, tuple(sorted(options.items())), template)
+        units = solutions_for(config, concurrency)
+        with RunStore(run) as store, verifier_models(cluster, {"verifier": spec}, units) as (engines, executor), \
+                phase_bar() as bar:
+            llm = engines["verifier"]
+            scorer = StoreScorer(store, llm, config, chat_template=template, concurrency=concurrency,
+                                 retry_failed=retry_failed, executor=executor)
             judge = None
             if critic:
                 judge = Critic(store, ChatModel(llm, template), CriticSettings(max_tokens=critic_max_tokens))
@@ -207,6 +219,9 @@ def bon_command(
     reward: Reward = "paper",
     sandbox: Sandbox = "auto",
     retry_failed: RetryFailed = False,
+    ray: RayAddress = None,
+    replicas: Replicas = 1,
+    gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """Best-of-N: accuracy per budget of argmax and reward-weighted votes over last/min/mean/product scores,
     beside Pass@1, Maj@N and Pass@N.
@@ -229,10 +244,13 @@ def bon_command(
         err.print(
             f"{len(problems)} problems x {len(problems[0].responses)} responses; results in {run}/", highlight=False
         )
-        with RunStore(run) as store, load_engine(engine, model, **options) as llm, phase_bar() as bar:
-            scorer = StoreScorer(
-                store, llm, config, chat_template=template, concurrency=concurrency, retry_failed=retry_failed
-            )
+        cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
+        spec = RoleSpec(engine, model, tuple(sorted(options.items())), template)
+        units = solutions_for(config, concurrency)
+        with RunStore(run) as store, verifier_models(cluster, {"verifier": spec}, units) as (engines, executor), \
+                phase_bar() as bar:
+            scorer = StoreScorer(store, engines["verifier"], config, chat_template=template, concurrency=concurrency,
+                                 retry_failed=retry_failed, executor=executor)
             results = bon_eval.evaluate_bon(problems, scorer, on_progress=phase_updater(bar))
         print_bon(err, results)
         err.print(f"figures saved to {run / bon_eval.RESULT_FILE}", highlight=False)

@@ -105,6 +105,28 @@ RunDir = Annotated[
 ]
 
 
+_CLUSTER = "Ray cluster"
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray", "--ray-address", metavar="ADDRESS", rich_help_panel=_CLUSTER,
+        help="Run on a Ray cluster: auto (RAY_ADDRESS, else the cluster `ray start` runs on this machine), "
+        "HOST:PORT or ray://HOST:PORT, or local (a private Ray on this machine). The models load on the "
+        "replicas, this process only hands out work and writes --run. Needs genprm\\[ray]; see docs/cluster.md.",
+    ),
+]
+Replicas = Annotated[
+    int,
+    typer.Option(rich_help_panel=_CLUSTER, help="--ray: engine replicas, one Ray actor each with its own model and "
+                 "sandbox pool; --concurrency applies to each."),
+]
+GpusPerReplica = Annotated[
+    float,
+    typer.Option(rich_help_panel=_CLUSTER, help="--ray: GPUs per replica (vLLM; above 1 the model is split tensor "
+                 "parallel over them). 0 for CPU engines, which take --threads CPUs each (1 if not given)."),
+]
+
+
 def engine_options(
     engine: str, *, base_url: str | None, served_model: str | None, tokenizer: str | None,
     n_ctx: int | None, threads: int | None,

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from genprm.cli.cluster import cluster_of, verifier_models
 from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater, print_table
 from genprm.cli.options import (
     AdaptiveBatch,
@@ -21,9 +21,12 @@ from genprm.cli.options import (
     ChatTemplateFile,
     Concurrency,
     EngineName,
+    GpusPerReplica,
     MinPaths,
     Model,
     NCtx,
+    RayAddress,
+    Replicas,
     RetryFailed,
     Reward,
     RunDir,
@@ -38,14 +41,15 @@ from genprm.cli.options import (
     read_template,
 )
 from genprm.cli.tables import pct
-from genprm.engines import Engine, load_engine
 from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.refine import DEFAULT_INSTRUCTION, Refiner, RefineSettings
 from genprm.evaluation.refine_data import DEFAULT_DATA, load_problems
 from genprm.evaluation.refine_results import RESULT_FILE, RefineResults, evaluate_refine
 from genprm.evaluation.scoring import StoreScorer
+from genprm.executor import RoleSpec
 from genprm.store import RunStore
 from genprm.verifier import VerifyConfig
+from genprm.verifier.scheduler import solutions_for
 
 
 def refine_command(
@@ -109,6 +113,9 @@ def refine_command(
     reward: Reward = "paper",
     sandbox: Sandbox = "auto",
     retry_failed: RetryFailed = False,
+    ray: RayAddress = None,
+    replicas: Replicas = 1,
+    gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """Critique-refine: the verifier critiques the first wrong step, the policy answers again; accuracy per round."""
     with fail_on_errors():
@@ -137,29 +144,22 @@ def refine_command(
             tokenizer=tokenizer, n_ctx=n_ctx, threads=threads,
         )
         err.print(f"{len(problems)} problems, {rounds} round(s); results in {run}/", highlight=False)
-        with RunStore(run) as store, ExitStack() as engines, phase_bar() as bar:
-            verifier = engines.enter_context(load_engine(engine, model, **verifier_options))
-            policy = _policy_engine(
-                engines, verifier, (engine, model, verifier_options),
-                (chosen_engine, policy_model or model, policy_options),
-            )
-            scorer = StoreScorer(store, verifier, config, chat_template=read_template(chat_template),
-                                 concurrency=concurrency, retry_failed=retry_failed)
-            refiner = Refiner(store, ChatModel(policy, read_template(policy_chat_template)), scorer, settings)
+        cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
+        template, policy_template = read_template(chat_template), read_template(policy_chat_template)
+        specs = {  # the same model on the same engine loads once
+            "verifier": RoleSpec(engine, model, tuple(sorted(verifier_options.items())), template),
+            "policy": RoleSpec(chosen_engine, policy_model or model, tuple(sorted(policy_options.items())),
+                               policy_template),
+        }
+        units = solutions_for(config, concurrency)
+        with RunStore(run) as store, verifier_models(cluster, specs, units) as (engines, executor), \
+                phase_bar() as bar:
+            scorer = StoreScorer(store, engines["verifier"], config, chat_template=template, concurrency=concurrency,
+                                 retry_failed=retry_failed, executor=executor)
+            refiner = Refiner(store, ChatModel(engines["policy"], policy_template), scorer, settings)
             results = evaluate_refine(problems, refiner, phase_updater(bar))
         print_refine(err, results)
         err.print(f"figures saved to {run / RESULT_FILE}", highlight=False)
-
-
-def _policy_engine(
-    engines: ExitStack, verifier: Engine, verifier_spec: tuple[str, str, dict[str, Any]],
-    policy_spec: tuple[str, str, dict[str, Any]],
-) -> Engine:
-    """The verifier's engine when the policy is the same model on the same engine (loaded once), else a new one."""
-    if policy_spec == verifier_spec:
-        return verifier
-    name, model, options = policy_spec
-    return engines.enter_context(load_engine(name, model, **options))
 
 
 def print_refine(console: Console, results: RefineResults) -> None:

@@ -11,14 +11,25 @@ from typing import Annotated, Any
 
 import typer
 
+from genprm.cli.cluster import cluster_of, role_models
 from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater
-from genprm.cli.options import NCtx, RunDir, Seed, Threads, engine_options, read_template
+from genprm.cli.options import (
+    GpusPerReplica,
+    NCtx,
+    RayAddress,
+    Replicas,
+    RunDir,
+    Seed,
+    Threads,
+    engine_options,
+    read_template,
+)
 from genprm.errors import ConfigError
 from genprm.synthesis.consensus import VOTES, FilterSettings
 from genprm.synthesis.conversation import ExportSettings
 from genprm.synthesis.critique import AGREEMENT_RULES, CritiqueSettings
 from genprm.synthesis.labels import METHODS, LabelSettings
-from genprm.synthesis.pipeline import Roles, RoleSpec, SynthSettings, local_executor, run_pipeline
+from genprm.synthesis.pipeline import RoleSpec, SynthSettings, run_pipeline
 from genprm.synthesis.problems import read_problems
 from genprm.synthesis.rollouts import MC1_SOURCES, RolloutSettings
 from genprm.synthesis.solutions import SolutionSettings
@@ -194,6 +205,7 @@ def run_command(
     out: Out = None, after_first_error: AfterFirstError = "end", keep_step_prefixes: KeepStepPrefixes = False,
     first_turn: FirstTurn = "question",
     concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, seed: Seed = 0,
+    ray: RayAddress = None, replicas: Replicas = 1, gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """All six stages in order: solutions, rollouts, label, critique, filter, export (resumable)."""
     with fail_on_errors():
@@ -220,10 +232,12 @@ def run_command(
         records = _records(problems, limit)
         reports: list[StageReport] = []
         specs = {"policy": policy, "completer": completer, "teacher": teacher}
-        with SynthStore(run) as store, Roles(specs) as roles, phase_bar() as bar:
+        cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
+        with SynthStore(run) as store, role_models(cluster, specs, concurrency) as (roles, executor_for), \
+                phase_bar() as bar:
             _remember(store, specs)
             stages = run_pipeline(store, records, roles, settings, concurrency, out or run / DEFAULT_OUT,
-                                  phase_updater(bar))
+                                  phase_updater(bar), executor_for)
             for report in stages:
                 reports.append(report)
         _report(reports)
@@ -240,6 +254,7 @@ def solutions_command(
     system_prompt: SystemPrompt = None, policy_max_tokens: PolicyMaxTokens = 2048,
     policy_temperature: PolicyTemperature = 0.7,
     concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, seed: Seed = 0,
+    ray: RayAddress = None, replicas: Replicas = 1, gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """Stage 1: step-forced policy solutions, balanced half correct and half wrong; MC(s_1) per problem."""
     with fail_on_errors():
@@ -248,10 +263,12 @@ def solutions_command(
         spec = role_spec("policy", policy_model, policy_engine, policy_base_url, policy_served_model,
                          policy_tokenizer, policy_chat_template, n_ctx, threads)
         records = _records(problems, limit)
-        with SynthStore(run) as store, Roles({"policy": spec}) as roles, phase_bar() as bar:
+        cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
+        with SynthStore(run) as store, role_models(cluster, {"policy": spec}, concurrency) as (roles, executor_for), \
+                phase_bar() as bar:
             _remember(store, {"policy": spec})
             policy = roles.chat("policy")
-            report = run_solutions(store, records, policy, settings, local_executor(policy, concurrency),
+            report = run_solutions(store, records, policy, settings, executor_for(policy, concurrency),
                                    phase_updater(bar))
         _report([report])
 
@@ -265,6 +282,7 @@ def rollouts_command(
     k: Ks = "128,64,32", k_edges: KEdges = "0.1,0.9", mc1_source: Mc1Source = "policy", all_steps: AllSteps = False,
     completer_max_tokens: CompleterMaxTokens = 2048, completer_temperature: CompleterTemperature = 0.7,
     concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, seed: Seed = 0,
+    ray: RayAddress = None, replicas: Replicas = 1, gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """Stage 2: Monte-Carlo rollouts of every kept solution's prefixes (K by dynamic K)."""
     with fail_on_errors():
@@ -275,10 +293,11 @@ def rollouts_command(
             spec = role_spec("completer", completer_model or policy.get("model"),
                              completer_engine or policy.get("engine", "llamacpp"), completer_base_url,
                              completer_served_model, completer_tokenizer, completer_chat_template, n_ctx, threads)
-            with Roles({"completer": spec}) as roles, phase_bar() as bar:
+            cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
+            with role_models(cluster, {"completer": spec}, concurrency) as (roles, executor_for), phase_bar() as bar:
                 _remember(store, {"completer": spec})
                 completer = roles.chat("completer")
-                report = run_rollouts(store, completer, settings, local_executor(completer, concurrency),
+                report = run_rollouts(store, completer, settings, executor_for(completer, concurrency),
                                       phase_updater(bar))
         _report([report])
 
@@ -303,6 +322,7 @@ def critique_command(
     teacher_temperature: TeacherTemperature = 0.6, max_code_rounds: MaxCodeRounds = 64,
     index_samples: IndexSamples = 4, agreement: Agreement = "majority", code_timeout: CodeTimeout = 5.0,
     concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, seed: Seed = 0,
+    ray: RayAddress = None, replicas: Replicas = 1, gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """Stage 3: the teacher critiques every labelled solution with executed code (--critiques N each)."""
     with fail_on_errors():
@@ -310,11 +330,13 @@ def critique_command(
                                      agreement, code_timeout)
         spec = role_spec("teacher", teacher_model, teacher_engine or "llamacpp", teacher_base_url,
                          teacher_served_model, teacher_tokenizer, teacher_chat_template, n_ctx, threads)
-        with SynthStore(run) as store, Roles({"teacher": spec}) as roles, phase_bar() as bar:
+        cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
+        with SynthStore(run) as store, role_models(cluster, {"teacher": spec}, concurrency) as (roles, executor_for), \
+                phase_bar() as bar:
             _remember(store, {"teacher": spec})
             teacher = roles.chat("teacher")
             report = run_critiques(store, teacher, settings, critiques,
-                                   local_executor(teacher, concurrency, conversation=True), seed=seed,
+                                   executor_for(teacher, concurrency, conversation=True), seed=seed,
                                    on_progress=phase_updater(bar))
         _report([report])
 

@@ -14,6 +14,8 @@ from typing import Any
 
 from genprm.engines.base import Engine
 from genprm.errors import ConfigError
+from genprm.evaluation.chat import ChatModel
+from genprm.executor import Executor, HeldModels, Resources
 from genprm.io import SolutionInput
 from genprm.protocol.chat import template_fields
 from genprm.store import RunStore, settings_key
@@ -156,6 +158,43 @@ def stored_compute(store: RunStore, items: Sequence[SolutionInput], key: str) ->
     return total
 
 
+@dataclass(frozen=True)
+class VerifyUnit:
+    """One sample to verify, and which of its paths (``None``: all, stored together)."""
+
+    item: SolutionInput
+    path_ids: list[int] | None
+
+
+@dataclass(frozen=True)
+class VerifyWork:
+    """Verify one sample on a worker's ``verifier`` model. Each worker builds one :class:`Scheduler`
+    per settings and runs every unit it is given through it, so the paths of all its units in flight
+    (up to ``concurrency``) share its engine's batch, as one local process with ``--concurrency``.
+    Returns a :class:`SolutionResult` or :class:`SolutionFailure` (never raises).
+    """
+
+    config: VerifyConfig
+    chat_template: str | None = None
+    concurrency: int = 1
+
+    def __call__(self, resources: Resources, unit: VerifyUnit) -> SolutionResult | SolutionFailure:
+        scheduler = resources.state(("verify", self), lambda: self._scheduler(resources))
+        return attempt(scheduler.verifier, unit.item, unit.path_ids)
+
+    def _scheduler(self, resources: Resources) -> Scheduler:
+        engine = resources.chat("verifier").engine
+        verifier = SolutionVerifier(engine, self.config, chat_template=self.chat_template)
+        return Scheduler(verifier, concurrency=self.concurrency)
+
+
+def lost(unit: VerifyUnit, error: str | None) -> SolutionFailure:
+    """The failure of a unit whose work never returned (its worker died too often running it): not
+    transient, so a resumed run does not retry it unless asked (``--retry-failed``).
+    """
+    return SolutionFailure(unit.item.record, unit.item.key, "replica", error or "no result", False)
+
+
 class StoreScorer:
     """Runs the verifier over samples, keeping every path in the store; re-runs reuse them."""
 
@@ -168,9 +207,12 @@ class StoreScorer:
         chat_template: str | None = None,
         concurrency: int = 1,
         retry_failed: bool = False,
+        executor: Executor | None = None,
     ) -> None:
         """``retry_failed``: verify again samples whose last attempt failed for a reason that would
-        recur (transient failures are always retried).
+        recur (transient failures are always retried). ``executor``: where samples are verified
+        (Ray replicas, :mod:`genprm.executor.ray`), each worker keeping ``concurrency`` paths in flight;
+        without it they are verified in this process. Either way only this process writes the store.
         """
         if config.paths != "independent":
             raise ValueError("stored evaluation needs independent paths (each path is stored on its own)")
@@ -179,6 +221,8 @@ class StoreScorer:
         self.config = config
         self.concurrency = concurrency
         self.retry_failed = retry_failed
+        self.executor = executor
+        self.chat_template = chat_template
         self.verifier = SolutionVerifier(engine, config, chat_template=chat_template)
         self.dependent = not config.paths_independent
         self.template = template_fields(self.verifier.chat.source, engine.chat_template)
@@ -231,6 +275,10 @@ class StoreScorer:
 
         if on_progress:
             on_progress(ScoringProgress(done, len(items), reused))
+        if self.executor is not None:
+            units = [VerifyUnit(item, self._path_ids(wanted[item.key])) for item in todo]
+            self._run_on(self.executor, units, finished, failure)
+            return
         if self.concurrency <= 1:
             for item in todo:
                 outcome = attempt(self.verifier, item, self._path_ids(wanted[item.key]))
@@ -244,6 +292,22 @@ class StoreScorer:
             scheduler.run(todo, finished, path_ids_of=lambda item: self._path_ids(wanted[item.key]), on_failure=failure)
         finally:
             scheduler.close()
+
+    def _run_on(
+        self, executor: Executor, units: list[VerifyUnit], finished: Callable[[SolutionResult], None],
+        failure: Callable[[SolutionFailure], None],
+    ) -> None:
+        resources = HeldModels(verifier=ChatModel(self.engine, self.chat_template))
+        work = VerifyWork(self.config, self.chat_template, self.concurrency)
+        try:
+            for outcome in executor.run(work, units, resources):
+                value = outcome.value
+                if isinstance(value, SolutionResult):
+                    finished(value)
+                else:
+                    failure(value if isinstance(value, SolutionFailure) else lost(outcome.unit, outcome.error))
+        finally:
+            resources.close()
 
     def compute(self, items: Sequence[SolutionInput]) -> ComputeUsage | None:
         """Compute spent on ``items`` (adaptive or early-stopping settings; ``None`` otherwise or if any lacks it)."""

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Generic
 
 from genprm.errors import ConfigError
-from genprm.executor.base import Executor, Outcome, R, U, UnitRun, describe_error
+from genprm.executor.base import Executor, NoResources, Outcome, R, Resources, U, UnitRun, Work, describe_error
 
 
 class LocalExecutor(Executor):
-    """Threads of this process. Engines are shared by the work function: a batching engine (vLLM, a
-    server) sees up to ``max_in_flight`` requests at once; an engine that serialises calls behind a
-    lock (llama.cpp) runs them one by one, and the threads then only overlap code runs and grading.
+    """Threads of this process, sharing the caller's resources: a batching engine (vLLM, a server)
+    sees up to ``max_in_flight`` requests at once; an engine that serialises calls behind a lock
+    (llama.cpp) runs them one by one, and the threads then only overlap code runs and grading.
     """
 
     def __init__(self, max_in_flight: int = 16, *, thread_name: str = "genprm-unit") -> None:
@@ -24,13 +24,16 @@ class LocalExecutor(Executor):
         self.max_in_flight = max_in_flight
         self.thread_name = thread_name
 
-    def run(self, work: Callable[[U], R], units: Iterable[U] = ()) -> UnitRun[U, R]:
-        return _LocalRun(work, units, self.max_in_flight, self.thread_name)
+    def run(self, work: Work[U, R], units: Iterable[U] = (), resources: Resources | None = None) -> UnitRun[U, R]:
+        return _LocalRun(work, units, resources or NoResources(), self.max_in_flight, self.thread_name)
 
 
 class _LocalRun(UnitRun[U, R], Generic[U, R]):
-    def __init__(self, work: Callable[[U], R], units: Iterable[U], size: int, thread_name: str) -> None:
+    def __init__(
+        self, work: Work[U, R], units: Iterable[U], resources: Resources, size: int, thread_name: str
+    ) -> None:
         self._work = work
+        self._resources = resources
         self._initial = iter(units)
         self._follow_ups: deque[U] = deque()
         self._size = size
@@ -49,7 +52,7 @@ class _LocalRun(UnitRun[U, R], Generic[U, R]):
     def _call(self, unit: U) -> Outcome[U, R]:
         started = time.perf_counter()
         try:
-            value = self._work(unit)
+            value = self._work(self._resources, unit)
         except Exception as exc:  # a unit's failure is data: the stage records it and goes on
             return Outcome(unit, None, describe_error(exc), time.perf_counter() - started)
         return Outcome(unit, value, None, time.perf_counter() - started)

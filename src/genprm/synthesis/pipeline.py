@@ -2,20 +2,19 @@
 
 Roles: the *policy* writes solutions, the *completer* rolls them out (the paper: another model;
 default here: the policy), the *teacher* critiques. Each is any engine; a model named by two roles
-on the same engine with the same options is loaded once.
+on the same engine with the same options is loaded once (:class:`~genprm.executor.Roles`, re-exported
+here with :class:`~genprm.executor.RoleSpec`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from genprm.engines import Engine, load_engine
 from genprm.evaluation.chat import ChatModel
-from genprm.executor import Executor, LocalExecutor
+from genprm.executor import Executor, LocalExecutor, Resources, Roles, RoleSpec
 from genprm.synthesis.consensus import FilterSettings
 from genprm.synthesis.conversation import ExportSettings
 from genprm.synthesis.critique import CritiqueSettings
@@ -28,52 +27,8 @@ from genprm.synthesis.store import SynthStore
 from genprm.synthesis.teacher_stages import run_critiques, run_export, run_filter
 
 ROLES = ("policy", "completer", "teacher")
-
-
-@dataclass(frozen=True)
-class RoleSpec:
-    """How to start one role's model."""
-
-    engine: str
-    model: str
-    options: tuple[tuple[str, Any], ...] = ()
-    chat_template: str | None = None
-    """A Jinja template overriding the model's own."""
-
-    @property
-    def loads(self) -> tuple[str, str, tuple[tuple[str, Any], ...]]:
-        """What identifies the loaded engine (the template is applied per role)."""
-        return self.engine, self.model, self.options
-
-
-class Roles:
-    """The role models, each engine loaded on first use and only once; close() releases them."""
-
-    def __init__(self, specs: dict[str, RoleSpec]) -> None:
-        self.specs = specs
-        self._engines: dict[tuple[str, str, tuple[tuple[str, Any], ...]], Engine] = {}
-        self._stack = ExitStack()
-
-    def chat(self, role: str) -> ChatModel:
-        spec = self.specs[role]
-        engine = self._engines.get(spec.loads)
-        if engine is None:
-            engine = self._stack.enter_context(load_engine(spec.engine, spec.model, **dict(spec.options)))
-            self._engines[spec.loads] = engine
-        return ChatModel(engine, spec.chat_template)
-
-    @property
-    def loaded(self) -> int:
-        return len(self._engines)
-
-    def close(self) -> None:
-        self._stack.close()
-
-    def __enter__(self) -> Roles:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+__all__ = ["ROLES", "ExecutorFor", "RoleSpec", "Roles", "SynthSettings", "local_executor", "run_pipeline",
+           "units_in_flight"]
 
 
 @dataclass(frozen=True)
@@ -89,35 +44,49 @@ class SynthSettings:
     seed: int = 0
 
 
-def local_executor(chat: ChatModel, concurrency: int, *, conversation: bool = False) -> Executor:
-    """Threads for one stage on ``chat``'s engine: ``concurrency`` units on a batching engine. On one
-    that runs a request at a time (llama.cpp) 2, so grading overlaps generation, or 1 for units that
-    are conversations (a critique): interleaving them would evict each one's prefix from the engine's
+def units_in_flight(max_batch: int, concurrency: int, *, conversation: bool = False) -> int:
+    """Units one engine gets at once: ``concurrency`` on a batching engine. On one that runs a
+    request at a time (llama.cpp) 2, so grading overlaps generation, or 1 for units that are
+    conversations (a critique): interleaving them would evict each one's prefix from the engine's
     single KV cache and make every chunk compute its whole prompt again.
     """
-    if chat.engine.max_batch > 1:
-        return LocalExecutor(concurrency)
-    return LocalExecutor(1 if conversation else min(concurrency, 2))
+    if max_batch > 1:
+        return concurrency
+    return 1 if conversation else min(concurrency, 2)
+
+
+def local_executor(chat: ChatModel, concurrency: int, *, conversation: bool = False) -> Executor:
+    """Threads for one stage on ``chat``'s engine, :func:`units_in_flight` of them."""
+    return LocalExecutor(units_in_flight(chat.engine.max_batch, concurrency, conversation=conversation))
+
+
+class ExecutorFor(Protocol):
+    """Where a stage's units run, given its model: :func:`local_executor`, or replicas on Ray
+    (:func:`genprm.cli.cluster.replica_executor`).
+    """
+
+    def __call__(self, chat: ChatModel, concurrency: int, *, conversation: bool = False) -> Executor: ...
 
 
 def run_pipeline(
     store: SynthStore,
     records: Iterable[Problem | Skipped],
-    roles: Roles,
+    roles: Resources,
     settings: SynthSettings,
     concurrency: int,
     out: Path,
     on_progress: ProgressFn = _quiet,
+    executor_for: ExecutorFor = local_executor,
 ) -> Iterator[StageReport]:
     """Run the six stages in order, yielding each stage's report as it ends."""
     policy = roles.chat("policy")
-    yield run_solutions(store, records, policy, settings.solutions, local_executor(policy, concurrency), on_progress)
+    yield run_solutions(store, records, policy, settings.solutions, executor_for(policy, concurrency), on_progress)
     completer = roles.chat("completer")
-    yield run_rollouts(store, completer, settings.rollouts, local_executor(completer, concurrency), on_progress)
+    yield run_rollouts(store, completer, settings.rollouts, executor_for(completer, concurrency), on_progress)
     yield run_labels(store, settings.labels, on_progress)
     teacher = roles.chat("teacher")
     yield run_critiques(store, teacher, settings.critique, settings.filter.critiques,
-                        local_executor(teacher, concurrency, conversation=True), seed=settings.seed,
+                        executor_for(teacher, concurrency, conversation=True), seed=settings.seed,
                         on_progress=on_progress)
     yield run_filter(store, settings.filter, on_progress)
     yield run_export(store, settings.export, out, on_progress)

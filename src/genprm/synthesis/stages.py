@@ -3,8 +3,10 @@
 Each driver reads what earlier stages stored (under the keys they recorded), queues the units whose
 results are missing on an :class:`~genprm.executor.Executor`, and stores every outcome as it
 arrives, from the calling thread: that thread is the store's only writer, and it grades answers
-with math-verify in place (whose timeouts need the main thread). A failed unit is recorded with
-its reason and retried by the next run; the stage goes on.
+with math-verify in place (whose timeouts need the main thread). A unit's work is a picklable
+object (:class:`DrawWork`, :class:`RollWork`) that finds its model by role in the worker's
+resources, so the same stage runs on local threads or on Ray replicas. A failed unit is recorded
+with its reason and retried by the next run; the stage goes on.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from genprm.engines.base import Generation, GenerationRequest
 from genprm.errors import ConfigError
 from genprm.evaluation.chat import ChatModel
 from genprm.evaluation.grading import grade_all
-from genprm.executor import Executor
+from genprm.executor import Executor, HeldModels, Resources
 from genprm.protocol.synthesis import (
     STEP_PREFILL,
     continuation_prompt,
@@ -82,6 +84,20 @@ class DrawUnit:
     round: int
 
 
+@dataclass(frozen=True)
+class DrawWork:
+    """One round of a problem's draws from the policy (picklable: it runs where the policy is)."""
+
+    settings: SolutionSettings
+
+    def __call__(self, resources: Resources, unit: DrawUnit) -> list[Generation]:
+        policy = resources.chat("policy")
+        prompt = continuation_prompt(policy.template, policy_messages(self.settings.system_prompt,
+                                                                      unit.problem.problem), STEP_PREFILL)
+        seed = round_seed(self.settings, unit.problem.key, unit.round)
+        return policy.engine.sample([GenerationRequest(prompt, self.settings.sampling(unit.round, seed))])[0]
+
+
 def run_solutions(
     store: SynthStore,
     records: Iterable[Problem | Skipped],
@@ -120,15 +136,7 @@ def run_solutions(
             report.reused += 1
     total, finished = len(units), 0
     on_progress("solutions", finished, total)
-    prompts = {p.key: continuation_prompt(policy.template, policy_messages(settings.system_prompt, p.problem),
-                                          STEP_PREFILL) for p in problems.values()}
-
-    def draw(unit: DrawUnit) -> list[Generation]:
-        seed = round_seed(settings, unit.problem.key, unit.round)
-        request = GenerationRequest(prompts[unit.problem.key], settings.sampling(unit.round, seed))
-        return policy.engine.sample([request])[0]
-
-    run = executor.run(draw, units)
+    run = executor.run(DrawWork(settings), units, HeldModels(policy=policy))
     for outcome in run:
         problem, round_ = outcome.unit.problem, outcome.unit.round
         if not outcome.ok or outcome.value is None:
@@ -190,6 +198,21 @@ class _Chain:
     k: int
 
 
+@dataclass(frozen=True)
+class RollWork:
+    """One chunk of a prefix's rollouts from the completer (picklable: it runs where the completer is)."""
+
+    settings: RolloutSettings
+    system_prompt: str
+
+    def __call__(self, resources: Resources, unit: RolloutUnit) -> list[Generation]:
+        completer = resources.chat("completer")
+        messages = policy_messages(self.system_prompt, unit.problem.problem)
+        prompt = continuation_prompt(completer.template, messages, rollout_prefix(unit.steps, unit.t))
+        params = self.settings.sampling(unit.count, prefix_seed(self.settings, unit.sample, unit.t) + unit.start)
+        return completer.engine.sample([GenerationRequest(prompt, params)])[0]
+
+
 def medium_solutions(store: SynthStore, selection: StageRecord) -> list[tuple[Problem, Selection]]:
     """The stored problems kept by stage 1 under ``selection``'s key, in file order."""
     problems = store.problems()
@@ -220,12 +243,10 @@ def run_rollouts(
     report = StageReport("rollouts")
     chunks: dict[tuple[str, int], list[RolloutChunk]] = defaultdict(list, store.rollout_chunks(completer_key))
     dynamic = settings.dynamic_k()
-    messages = {}
     chains: dict[str, list[_Chain]] = defaultdict(list)
     units: list[RolloutUnit] = []
     mc1: dict[str, float] = {}
     for problem, chosen in medium_solutions(store, selection):
-        messages[problem.key] = policy_messages(system_prompt, problem.problem)
         if settings.mc1_source == "completer":
             score = mc_score(chunks[(problem.key, 0)], chosen.draws)
             if score is None:
@@ -260,13 +281,7 @@ def run_rollouts(
     total, finished = len(units), 0
     on_progress("rollouts", finished, total)
 
-    def roll(unit: RolloutUnit) -> list[Generation]:
-        prefix = rollout_prefix(unit.steps, unit.t)
-        prompt = continuation_prompt(completer.template, messages[unit.problem.key], prefix)
-        params = settings.sampling(unit.count, prefix_seed(settings, unit.sample, unit.t) + unit.start)
-        return completer.engine.sample([GenerationRequest(prompt, params)])[0]
-
-    run = executor.run(roll, units)
+    run = executor.run(RollWork(settings, system_prompt), units, HeldModels(completer=completer))
     for outcome in run:
         unit = outcome.unit
         finished += 1

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genprm.evaluation.chat import ChatModel
-from genprm.executor import Executor
+from genprm.executor import Executor, HeldModels, Resources
 from genprm.sandbox import CodeSession, SandboxConfig
 from genprm.synthesis import keys
 from genprm.synthesis.consensus import FilterSettings, decide
@@ -40,6 +40,22 @@ class CritiqueUnit:
 
 def critique_seed(seed: int, solution: str, index: int) -> int:
     return derive_seed(seed, "synth-critique", solution, index)
+
+
+@dataclass(frozen=True)
+class CritiqueWork:
+    """One teacher critique, its code run in a sandbox session of the worker that runs it."""
+
+    settings: CritiqueSettings
+    seed: int
+    sandbox: SandboxConfig
+
+    def __call__(self, resources: Resources, unit: CritiqueUnit) -> TeacherCritique:
+        teacher = resources.chat("teacher")
+        with CodeSession(self.sandbox) as session:
+            return critique_solution(teacher.engine, teacher.template, unit.problem.problem, unit.steps,
+                                     self.settings, seed=critique_seed(self.seed, unit.solution, unit.index),
+                                     run_code=session.run)
 
 
 def run_critiques(
@@ -72,12 +88,8 @@ def run_critiques(
     total, finished = len(units), 0
     on_progress("critique", finished, total)
 
-    def critique(unit: CritiqueUnit) -> TeacherCritique:
-        with CodeSession(sandbox) as session:
-            return critique_solution(teacher.engine, teacher.template, unit.problem.problem, unit.steps, settings,
-                                     seed=critique_seed(seed, unit.solution, unit.index), run_code=session.run)
-
-    for outcome in executor.run(critique, units):
+    work = CritiqueWork(settings, seed, sandbox)
+    for outcome in executor.run(work, units, HeldModels(teacher=teacher)):
         unit = outcome.unit
         finished += 1
         if outcome.ok and outcome.value is not None:

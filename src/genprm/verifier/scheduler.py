@@ -32,7 +32,7 @@ class Scheduler:
         if concurrency < 1:
             raise ValueError(f"concurrency={concurrency!r}: must be at least 1")
         self.concurrency = concurrency
-        self.solutions_in_flight = solutions_in_flight or concurrency // _paths_per_solution(verifier.config) + 1
+        self.solutions_in_flight = solutions_in_flight or solutions_for(verifier.config, concurrency)
         self._paths = ThreadPoolExecutor(concurrency, thread_name_prefix="genprm-path")
         self.verifier = SolutionVerifier(
             verifier.engine,
@@ -107,6 +107,13 @@ def attempt(
         return verifier.verify(item.problem, item.steps, record=item.record, key=item.key, path_ids=path_ids)
     except Exception as exc:  # every failure of one solution is data for the run, never the run's end
         return SolutionFailure.of(item.record, item.key, exc)
+
+
+def solutions_for(config: VerifyConfig, concurrency: int) -> int:
+    """Solutions kept in flight so that about ``concurrency`` paths run at once (one more, so that a
+    finishing solution's successor is already started).
+    """
+    return concurrency // _paths_per_solution(config) + 1
 
 
 def _paths_per_solution(config: VerifyConfig) -> int:
