@@ -1,0 +1,35 @@
+"""Real Ray for the distributed tests: a private instance per module (2 CPUs), shut down at its end.
+
+The scripted models' functions travel to the actors by value (cloudpickle), so Ray's workers need
+not import the tests package; each module starts its own instance so that the multi-node module
+can start Ray's ``Cluster`` utility instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.distributed import scripted
+from tests.synthesis import scripted_models
+
+ray = pytest.importorskip("ray", reason="the distributed tests need genprm[ray]")
+
+
+def carry_by_value() -> None:
+    """Pickle the scripted models' code by value: Ray's workers cannot import ``tests``."""
+    for module in (scripted, scripted_models):
+        ray.cloudpickle.register_pickle_by_value(module)
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[Any]:
+    """A private Ray instance on this machine with 2 CPUs (two CPU replicas)."""
+    carry_by_value()
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
