@@ -8,6 +8,7 @@ can start Ray's ``Cluster`` utility instead.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,3 +34,18 @@ def local_ray() -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A ProcessBench copy: 4 samples in each of two subsets."""
+    return scripted.write_processbench(tmp_path_factory.mktemp("pb"), 4)
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, data) -> tuple[Path, Any]:
+    """The same samples verified in this process, without Ray: what every Ray run must equal."""
+    from tests.distributed.driver import verify
+
+    run = tmp_path_factory.mktemp("local")
+    return run, verify(data, run, None)

@@ -10,21 +10,19 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from tests.distributed import scripted
-from tests.distributed.driver import CONFIG, verify
+from tests.distributed.driver import CONCURRENCY, CONFIG, verify
+from tests.distributed.faults import sabotaged_run, store_failures
 from tests.synthesis.scripted_models import EASY, PROBLEM, policy_reply, teacher_reply
 
 from genprm.cli.cluster import Cluster, replica_executor
 from genprm.evaluation.processbench import evaluate_processbench, load_processbench
-from genprm.evaluation.scoring import FAILED_KIND, StoreScorer
-from genprm.executor import Executor, Resources, Roles, RoleSpec, UnitRun
-from genprm.executor.base import Outcome, Work
-from genprm.executor.ray import RayExecutor, ReplicaPool, ReplicaSettings
+from genprm.evaluation.scoring import StoreScorer
+from genprm.executor import Resources, Roles, RoleSpec
+from genprm.executor.ray import ReplicaPool, ReplicaSettings
 from genprm.store import RunStore
 from genprm.synthesis.export_files import read_conversations
 from genprm.synthesis.pipeline import SynthSettings, local_executor, run_pipeline
@@ -37,64 +35,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TWO = Cluster("auto", replicas=2)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return scripted.write_processbench(tmp_path_factory.mktemp("pb"), 4)
-
-
-@pytest.fixture(scope="module")
-def local_run(tmp_path_factory, data) -> tuple[Path, Any]:
-    """The same samples verified in this process, without Ray: what every Ray run must equal."""
-    run = tmp_path_factory.mktemp("local")
-    return run, verify(data, run, None)
-
-
 def test_a_processbench_slice_on_two_replicas_equals_the_local_run(local_ray, data, local_run, tmp_path):
     figures = verify(data, tmp_path, TWO)
     assert scripted.stored_paths(tmp_path) == scripted.stored_paths(local_run[0])
     assert scripted.path_rows(tmp_path) == 8 * CONFIG.n
     assert figures.results == local_run[1].results
-
-
-class Sabotage(Executor):
-    """Runs units on ``inner``, calling ``harm(pool)`` after the outcomes numbered in ``at``."""
-
-    def __init__(self, inner: RayExecutor, harm: dict[int, Callable[[ReplicaPool], None]]) -> None:
-        self.inner = inner
-        self.harm = harm
-        self.max_in_flight = inner.max_in_flight
-        self.runs: list[Any] = []
-
-    def run(self, work: Work[Any, Any], units: Iterable[Any] = (), resources: Resources | None = None) -> UnitRun:
-        run = self.inner.run(work, units, resources)
-        self.runs.append(run)
-        return _Sabotaged(run, self.inner.pool, self.harm)
-
-
-class _Sabotaged(UnitRun):
-    def __init__(self, run: UnitRun, pool: ReplicaPool, harm: dict[int, Callable[[ReplicaPool], None]]) -> None:
-        self.run, self.pool, self.harm = run, pool, harm
-
-    def submit(self, unit: Any) -> None:
-        self.run.submit(unit)
-
-    def __iter__(self) -> Iterator[Outcome]:
-        for count, outcome in enumerate(self.run, 1):
-            if count in self.harm:
-                self.harm[count](self.pool)
-            yield outcome
-
-
-def _score_with(run: Path, data: Path, executor: Callable[[ReplicaPool], Executor], settings: ReplicaSettings):
-    samples = load_processbench(data, ["gsm8k", "math"])
-    with ReplicaPool({"verifier": scripted.verifier_spec()}, settings) as pool, RunStore(run) as store:
-        chosen = executor(pool)
-        scorer = StoreScorer(store, pool.engine("verifier"), CONFIG, concurrency=3, executor=chosen)
-        return evaluate_processbench(samples, scorer), chosen, store_failures(store)
-
-
-def store_failures(store: Any) -> dict[str, Any]:
-    return {sample: value for sample, _, _, value in store.items(FAILED_KIND)}
 
 
 def test_replicas_killed_mid_run_lose_and_duplicate_no_record(local_ray, data, local_run, tmp_path, monkeypatch):
@@ -106,18 +51,13 @@ def test_replicas_killed_mid_run_lose_and_duplicate_no_record(local_ray, data, l
     def kill_once(pool: ReplicaPool) -> None:  # Ray restarts it (max_restarts) and it takes units again
         local_ray.kill(pool.actors[1], no_restart=False)
 
-    saboteur: list[Sabotage] = []
-
-    def executor(pool: ReplicaPool) -> Executor:
-        saboteur.append(Sabotage(pool.executor(2), {2: kill_for_good, 4: kill_once}))
-        return saboteur[0]
-
-    figures, _, failures = _score_with(tmp_path, data, executor, ReplicaSettings(replicas=2, max_concurrency=8))
+    figures, executor, failures = sabotaged_run(tmp_path, data, {2: kill_for_good, 4: kill_once},
+                                                ReplicaSettings(replicas=2, max_concurrency=8))
     assert failures == {}
     assert scripted.stored_paths(tmp_path) == scripted.stored_paths(local_run[0])
     assert scripted.path_rows(tmp_path) == 8 * CONFIG.n
     assert figures.results == local_run[1].results
-    assert saboteur[0].runs[0].resubmitted >= 1  # the killed replicas held units, handed out again
+    assert executor.runs[0].resubmitted >= 1  # the killed replicas held units, handed out again
 
 
 def test_a_unit_that_kills_every_replica_it_runs_on_is_recorded_as_failed(local_ray, data, tmp_path):
@@ -130,7 +70,8 @@ def test_a_unit_that_kills_every_replica_it_runs_on_is_recorded_as_failed(local_
     settings = ReplicaSettings(replicas=2, unit_attempts=2, max_restarts=4, max_concurrency=8)
     samples = load_processbench(data, ["gsm8k", "math"])
     with ReplicaPool(spec, settings) as pool, RunStore(tmp_path) as store:
-        scorer = StoreScorer(store, pool.engine("verifier"), CONFIG, concurrency=3, executor=pool.executor(1))
+        scorer = StoreScorer(store, pool.engine("verifier"), CONFIG, concurrency=CONCURRENCY,
+                             executor=pool.executor(1))
         evaluate_processbench(samples, scorer)
         failures = store_failures(store)
         poisoned = [s.item.key for s in samples if s.item.record["problem"] == "What is 3 * (1 + 1)?"]
