@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -96,13 +97,15 @@ def connect(address: str) -> bool:
     (the caller shuts it down). ``local`` starts a private instance; ``auto``, ``HOST:PORT`` and
     ``ray://HOST:PORT`` join a running cluster.
     """
+    if address != LOCAL and "ray" not in sys.modules and "RAY_AUTH_MODE" not in os.environ \
+            and (Path.home() / ".ray" / "auth_token").is_file():
+        # `ray start` turns token authentication on when this token exists. Ray 2.60 sends the token
+        # to a cluster named by an address (given, or in RAY_ADDRESS) only when told, and it reads
+        # the setting once, when it is imported: so tell it before that.
+        os.environ["RAY_AUTH_MODE"] = "token"
     ray = require_ray()
     if ray.is_initialized():
         return False
-    if address != LOCAL and "RAY_AUTH_MODE" not in os.environ and (Path.home() / ".ray" / "auth_token").is_file():
-        # `ray start` turns token authentication on when this token exists; a client given an explicit
-        # address must then send it too (Ray 2.60 does so only when told)
-        os.environ["RAY_AUTH_MODE"] = "token"
     try:
         if address == LOCAL:
             ray.init(address=LOCAL, include_dashboard=False, log_to_driver=False)
@@ -141,9 +144,9 @@ class ReplicaPool(Resources):
         self, specs: Mapping[str, RoleSpec], settings: ReplicaSettings | None = None, *, address: str | None = None
     ) -> None:
         super().__init__()
+        self._started_ray = connect(address or AUTO)  # before Ray is imported here: see connect()
         self.ray = require_ray()
         self.settings = settings or ReplicaSettings()
-        self._started_ray = connect(address or AUTO) if not self.ray.is_initialized() else False
         self.specs = {role: portable(spec, self.settings) for role, spec in specs.items()}
         self._check_fits()
         s = self.settings
