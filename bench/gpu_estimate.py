@@ -20,7 +20,8 @@ step, every step verified, prefix caching on) and ``ceiling`` (one batch of ``--
 first-step prompts through plain ``vllm.LLM.generate``). Then the estimate: the path-steps of full
 ProcessBench at Maj@N (N times the steps of all 3,400 samples, counted from the data files) times the
 slice's generated tokens per path-step, divided by the scheduler's tokens/s, is the wall time of the
-full run on this machine; the same tokens at the ceiling's tokens/s is its lower bound.
+full run on this machine; the same tokens at the ceiling's tokens/s is what full batches
+throughout would give.
 
 ``--out`` is rewritten after every finished solution (and holds the estimate at the end), so a run
 cut short still leaves the scheduler's totals so far; a re-run with the same ``--out`` and settings
@@ -76,14 +77,15 @@ def write_random_model(folder: Path, preset: str, tokenizer: Path) -> Path:
     """A Hugging Face folder with a Qwen2 ``config.json`` only: vLLM's dummy loader needs no weights.
 
     The config comes from ``transformers.Qwen2Config`` of the running environment, so it has every
-    field that environment's vLLM expects; special-token ids are the tokenizer's.
+    field that environment's vLLM expects; special-token ids are those of the tokenizer's model.
     """
     from transformers import Qwen2Config
 
     fields = dict(PRESETS[preset])
-    tokenizer_config = json.loads((tokenizer / "config.json").read_text(encoding="utf-8"))
-    fields.update({k: tokenizer_config[k] for k in ("bos_token_id", "eos_token_id") if k in tokenizer_config})
-    config = Qwen2Config(architectures=["Qwen2ForCausalLM"], torch_dtype="bfloat16", **fields)
+    model_config = tokenizer / "config.json"  # the tokenizer's model, if its folder has one
+    ids = json.loads(model_config.read_text(encoding="utf-8")) if model_config.is_file() else {}
+    fields.update({k: ids[k] for k in ("bos_token_id", "eos_token_id") if k in ids})
+    config = Qwen2Config(architectures=["Qwen2ForCausalLM"], **fields)  # dtype: the engine says bfloat16
     folder.mkdir(parents=True, exist_ok=True)
     config.save_pretrained(folder)
     return folder
@@ -158,7 +160,7 @@ def estimate_table(est: dict[str, Any]) -> str:
         f"| scheduler tok/s{note} | {est['scheduler_tok_s']:.1f} |",
         f"| share of the ceiling's tok/s | {'–' if share is None else format(share, '.0%')} |",
         f"| **estimated wall time, one device** | **{hours(est['full_wall_s'])}** |",
-        f"| at the ceiling's tok/s (lower bound) | {hours(est.get('full_wall_s_at_ceiling'))} |",
+        f"| at the ceiling's tok/s (full batches throughout) | {hours(est.get('full_wall_s_at_ceiling'))} |",
     ]
     return "\n".join(lines)
 
