@@ -133,3 +133,21 @@ def test_the_synthesis_stages_on_two_replicas_equal_a_local_run(local_ray, tmp_p
         remote = _synthesize(tmp_path / "ray", pool, replica_executor(pool))
     assert len(local["rows"]) == 4
     assert remote == local
+
+
+def test_the_driver_s_engine_proxy_spreads_a_batch_over_the_replicas_and_keeps_its_order(local_ray):
+    from genprm.engines.base import GenerationRequest, LogprobRequest, SamplingParams
+
+    spec = scripted.verifier_spec()
+    requests = [GenerationRequest(f"{i} step by step: ", SamplingParams(seed=i)) for i in range(7)]
+    with Roles({"verifier": spec}) as roles:
+        here = roles.engine("verifier")
+        expected = ([g.text for g in here.generate(requests)], here.tokenize("abc"), here.model_id)
+        asks = [LogprobRequest(here.tokenize(str(r.prompt)), tuple(here.tokenize("YN"))) for r in requests]
+        verdicts = here.next_token_logprobs(asks)
+    with ReplicaPool({"verifier": spec}, ReplicaSettings(replicas=2, max_concurrency=4)) as pool:
+        engine = pool.engine("verifier")
+        got = ([g.text for g in engine.generate(requests)], engine.tokenize("abc"), engine.model_id)
+        assert engine.max_batch == 2 * engine.per_replica_batch
+        assert engine.next_token_logprobs(asks) == verdicts
+    assert got == expected
