@@ -36,13 +36,13 @@ def local_ray() -> Iterator[Any]:
         ray.shutdown()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def data(tmp_path_factory) -> Path:
     """A ProcessBench copy: 4 samples in each of two subsets."""
     return scripted.write_processbench(tmp_path_factory.mktemp("pb"), 4)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def local_run(tmp_path_factory, data) -> tuple[Path, Any]:
     """The same samples verified in this process, without Ray: what every Ray run must equal."""
     from tests.distributed.driver import verify

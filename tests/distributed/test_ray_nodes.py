@@ -11,10 +11,9 @@ from typing import Any
 import pytest
 from tests.distributed import scripted
 from tests.distributed.conftest import carry_by_value, ray
-from tests.distributed.driver import CONFIG, verify
+from tests.distributed.driver import CONFIG
 from tests.distributed.faults import sabotaged_run
 
-from genprm.cli.cluster import Cluster
 from genprm.executor.ray import ReplicaPool, ReplicaSettings
 
 
@@ -37,12 +36,9 @@ def two_nodes() -> Iterator[tuple[Any, Any]]:
         cluster.shutdown()
 
 
-def test_replicas_spread_over_the_nodes(two_nodes, data, local_run, tmp_path):
+def test_replicas_spread_over_the_nodes(two_nodes):
     with ReplicaPool({"verifier": scripted.verifier_spec()}, ReplicaSettings(replicas=2)) as pool:
         assert len({place["node"] for place in pool.places}) == 2
-    figures = verify(data, tmp_path, Cluster("auto", replicas=2))
-    assert scripted.stored_paths(tmp_path) == scripted.stored_paths(local_run[0])
-    assert figures.results == local_run[1].results
 
 
 def test_removing_a_node_mid_run_loses_and_duplicates_no_record(two_nodes, data, local_run, tmp_path, monkeypatch):
