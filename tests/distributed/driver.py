@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import ray
 from tests.distributed import scripted
 
 from genprm.cli.cluster import Cluster, verifier_models
@@ -37,6 +36,8 @@ def _say(phase: str, done: int, total: int) -> None:
 
 
 if __name__ == "__main__":
+    import ray
+
     data, run, address, delay = sys.argv[1:5]
     scripted.DELAY_S = float(delay)
     ray.cloudpickle.register_pickle_by_value(scripted)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from tests.distributed import scripted
-from tests.distributed.conftest import ray
+from tests.distributed.conftest import needs_ray, ray
 from typer.testing import CliRunner
 
 from genprm.cli.main import app
@@ -27,7 +27,7 @@ from genprm.synthesis.store import SynthStore
 
 RAY = shutil.which("ray")
 GENPRM = shutil.which("genprm")
-pytestmark = pytest.mark.skipif(not (RAY and GENPRM), reason="needs the ray and genprm commands on PATH")
+pytestmark = [needs_ray, pytest.mark.skipif(not (RAY and GENPRM), reason="needs the ray and genprm commands on PATH")]
 
 
 def _free_port() -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.distributed import scripted
+from tests.distributed.conftest import needs_ray
 from tests.distributed.driver import CONCURRENCY, CONFIG, verify
 from tests.distributed.faults import sabotaged_run, store_failures
 from tests.synthesis.scripted_models import EASY, PROBLEM, policy_reply, teacher_reply
@@ -31,6 +32,7 @@ from genprm.synthesis.solutions import SolutionSettings
 from genprm.synthesis.stats import funnel
 from genprm.synthesis.store import SynthStore
 
+pytestmark = needs_ray
 ROOT = Path(__file__).resolve().parents[2]
 TWO = Cluster("auto", replicas=2)
 

@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 from tests.distributed import scripted
-from tests.distributed.conftest import carry_by_value, ray
+from tests.distributed.conftest import carry_by_value, needs_ray, ray
 from tests.distributed.driver import CONFIG
 from tests.distributed.faults import sabotaged_run
 
 from genprm.executor.ray import ReplicaPool, ReplicaSettings
+
+pytestmark = needs_ray
 
 
 @pytest.fixture(scope="module")
