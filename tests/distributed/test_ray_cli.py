@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from tests.distributed import scripted
-from tests.distributed.conftest import needs_ray, ray
+from tests.distributed.ray_fixtures import needs_ray, ray
 from typer.testing import CliRunner
 
 from genprm.cli.main import app

@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.distributed import scripted
-from tests.distributed.conftest import needs_ray
+from tests.distributed import ray_fixtures, scripted
 from tests.distributed.driver import CONCURRENCY, CONFIG, verify
 from tests.distributed.faults import sabotaged_run, store_failures
 from tests.synthesis.scripted_models import EASY, PROBLEM, policy_reply, teacher_reply
@@ -32,7 +31,8 @@ from genprm.synthesis.solutions import SolutionSettings
 from genprm.synthesis.stats import funnel
 from genprm.synthesis.store import SynthStore
 
-pytestmark = needs_ray
+pytestmark = ray_fixtures.needs_ray
+local_ray, data, local_run = ray_fixtures.local_ray, ray_fixtures.data, ray_fixtures.local_run  # fixtures
 ROOT = Path(__file__).resolve().parents[2]
 TWO = Cluster("auto", replicas=2)
 

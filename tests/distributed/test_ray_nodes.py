@@ -9,14 +9,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.distributed import scripted
-from tests.distributed.conftest import carry_by_value, needs_ray, ray
+from tests.distributed import ray_fixtures, scripted
 from tests.distributed.driver import CONFIG
 from tests.distributed.faults import sabotaged_run
+from tests.distributed.ray_fixtures import carry_by_value, ray
 
 from genprm.executor.ray import ReplicaPool, ReplicaSettings
 
-pytestmark = needs_ray
+pytestmark = ray_fixtures.needs_ray
+data, local_run = ray_fixtures.data, ray_fixtures.local_run  # fixtures
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
 """Real Ray for the distributed tests: a private instance per module (2 CPUs), shut down at its end.
+The modules import these fixtures by name (a conftest.py here would shadow the tests' root
+``conftest`` that other test modules import as a module).
 
 The scripted models' functions travel to the actors by value (cloudpickle), so Ray's workers need
 not import the tests package; each module starts its own instance so that the multi-node module
