@@ -47,10 +47,14 @@ def test_code_errors_are_data_in_the_upstream_wording():
     assert "[Code Output]\n\n```\nCode execute Error: ZeroDivisionError: division by zero\n```\n" in result.steps[0].paths[0].text
 
 
-def test_readme_sandbox_example_runs():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, re.DOTALL)
+def test_the_sandbox_guide_example_runs_as_its_comments_say():
+    guide = Path(__file__).resolve().parents[1] / "docs" / "sandbox.md"
+    blocks = re.findall(r"```python\n(.*?)```", guide.read_text(), re.DOTALL)
     [snippet] = [b for b in blocks if "CodeSession" in b]
-    printed = []
-    exec(compile(snippet, "README.md", "exec"), {"print": printed.append})
-    assert printed == ["3"]
+    names: dict = {}
+    exec(compile(snippet, str(guide), "exec"), names)
+    session = names["s"]
+    assert session.restarts == 1 and session.replayed == 1 and session.replay_failures == 0  # the timeout
+    assert list(session.history) == ["x = 41", "print(x + 1)"]
+    with names["branch"] as branch:
+        assert branch.run("print(x)") == "41"  # the branch starts from the replayed namespace
