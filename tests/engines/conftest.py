@@ -117,7 +117,7 @@ VLLM_MODEL_ENV = "GENPRM_VLLM_MODEL"
 def vllm_model() -> str:
     """The Hugging Face folder the vLLM tests run, from ``$GENPRM_VLLM_MODEL``; skips the test when unusable."""
     if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vLLM is not importable here (on a CPU: scripts/install-vllm-cpu into its own venv)")
+        pytest.skip("vLLM is not importable here (on a CPU: bash scripts/setup-vllm, then run in its venv)")
     model = os.environ.get(VLLM_MODEL_ENV, "")
     if not model:
         pytest.skip(f"set {VLLM_MODEL_ENV} to a Hugging Face model folder to run the vLLM engine tests")
