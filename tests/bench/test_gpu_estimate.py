@@ -5,29 +5,22 @@ The run itself (vLLM on the tiny random model) is ``tests/engines/test_gpu_estim
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from tests.bench.scripts import load_bench_script
 
 from genprm.evaluation.processbench import load_processbench
 from genprm.io import validate_record
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCH = ROOT / "bench" / "gpu_estimate.py"
 PROCESSBENCH = ROOT.parent / "shared" / "data" / "processbench"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("genprm_bench_gpu_estimate", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("gpu_estimate")
 
 
 def _items(steps: list[int]) -> list:

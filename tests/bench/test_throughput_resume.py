@@ -6,28 +6,19 @@ scripted engine, so only its bookkeeping is under test here.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
+from tests.bench.scripts import load_bench_script
 
 from genprm.engines.scripted import ScriptedEngine
 from genprm.io import validate_record
 from genprm.verifier import VerifyConfig
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "throughput.py"
 REPLY = "<analyze>\nfine\n</analyze>\n<output>\n**Judgement**: $\\boxed{Yes}$\n</output>"
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("genprm_bench_throughput", BENCH)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("throughput")
 
 
 def _samples() -> list:
