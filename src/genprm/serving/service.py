@@ -35,7 +35,7 @@ from genprm.verifier.config import VerifyConfig
 from genprm.verifier.driver import CodeRunner, PathRunner, ThreadedRunner
 from genprm.verifier.path import PathCoroutine
 from genprm.verifier.records import PathStep, SolutionFailure
-from genprm.verifier.scheduler import attempt
+from genprm.verifier.scheduler import attempt, solutions_for
 from genprm.verifier.solution import SolutionVerifier
 
 
@@ -186,8 +186,7 @@ class VerificationService:
         self.config = config
         self.store = store
         self.max_queue = max_queue
-        per_solution = min(config.n, config.min_paths) if config.adaptive_n else config.n
-        self.solutions_in_flight = concurrency // per_solution + 1
+        self.solutions_in_flight = solutions_for(config, concurrency)
         self._paths = ThreadPoolExecutor(concurrency, thread_name_prefix="genprm-path")
         self._solutions = ThreadPoolExecutor(self.solutions_in_flight, thread_name_prefix="genprm-solution")
         self.verifier = SolutionVerifier(
