@@ -116,13 +116,43 @@ def test_a_verdict_the_teacher_wrote_itself_must_agree_and_its_output_part_is_re
     assert build_conversation(PROBLEM, STEPS, text, [1, 0], ExportSettings())[2]["content"] == TURN1
 
 
+def test_a_verify_part_left_open_ends_at_the_next_heading():
+    # As the 1.5B teacher writes it: the interpretation, then straight on to the next paragraph.
+    text = "<think>\n" + P1 + "\n" + P2 + "</verify>\n" + P3 + CONCLUSION
+    messages = build_conversation(PROBLEM, STEPS, text, [1, 0], ExportSettings())
+    assert [messages[2]["content"], messages[4]["content"]] == [TURN1, TURN2]
+
+
+def test_one_verify_part_per_code_block_makes_one_turn_with_several_rounds():
+    second = "<verify>\n```python\nprint(apples == 3)\n```\n" + OUT.format(True) + "Still 3.\n"
+    for joint in ("</verify>\n\n", "\n"):  # closed between the parts, or only opened again
+        text = critique_text(P1 + joint + second, P2)
+        turn = build_conversation(PROBLEM, STEPS, text, [1, 0], ExportSettings())[2]["content"]
+        assert turn == TURN1.replace(
+            "The count is 3.\n", "The count is 3.\n```python\nprint(apples == 3)\n```\n" + OUT.format(True) + "Still 3.\n")
+    third = second.replace("apples == 3", "apples > 2")
+    with pytest.raises(ConversationError) as caught:  # three blocks: more than the verifier runs in one step
+        build_conversation(PROBLEM, STEPS, critique_text(P1 + "\n" + second + third, P2), [1, 0], ExportSettings())
+    assert caught.value.reason == "too-many-code-blocks" and caught.value.paragraph == 1
+
+
+def test_an_analysis_left_open_ends_where_the_verify_part_begins():
+    open_analysis = P1.replace("\n</analyze>", "")
+    text = critique_text(open_analysis, P2)
+    assert build_conversation(PROBLEM, STEPS, text, [1, 0], ExportSettings())[2]["content"] == TURN1
+    no_tag = open_analysis.replace("<verify>\n", "")  # nor a verify tag: it ends at the python fence
+    assert build_conversation(PROBLEM, STEPS, critique_text(no_tag, P2), [1, 0], ExportSettings())[2]["content"] == TURN1
+    with pytest.raises(ConversationError) as caught:  # open, and nothing after it: nothing to split
+        build_conversation(PROBLEM, STEPS, critique_text(P1, "### Paragraph 2\n<analyze>\nIt is wrong.\n"), [1, 0],
+                           ExportSettings())
+    assert caught.value.reason == "no-analysis"
+
+
 BROKEN = {
     "missing-paragraph": critique_text(P1),
     "duplicate-paragraph": critique_text(P1, P2, P2),
     "no-analysis": critique_text(P1, "### Paragraph 2\n<verify>\n```python\nprint(7)\n```\n" + OUT.format(7)),
     "two-analyses": critique_text(P1, P2.replace("<verify>", "<analyze>\nagain\n</analyze>\n<verify>")),
-    "two-verifies": critique_text(P1, P2 + "</verify>\n<verify>\n```python\nprint(1)\n```\n" + OUT.format(1) + "Again.\n"),
-    "no-verify": "<think>\n" + P1 + "</verify>\n" + P2 + P3 + CONCLUSION,
     "no-code": critique_text(P1, teacher_section(2, "wrong", "I just know it is 7.\n")),
     "unexecuted-code": critique_text(P1, P2.replace("It prints 7", "```python\nprint(1)\n```\nIt prints 7")),
     "stray-code-output": critique_text(P1, P2.replace("It prints 7", OUT.format(9) + "It prints 7")),

@@ -9,9 +9,12 @@ they are the turns the verifier writes at inference (a golden test replays them 
 What is kept of a section, and what is not (see ``docs/synthesis-format.md``):
 
 * the analysis: the text inside ``<analyze>``, stripped, behind the verifier's "Let's analyze ..."
-  lead-in (a lead-in the teacher wrote itself is not repeated);
-* the verify part: inside ``<verify>``; a section without the tag (small teachers skip it) takes
-  the text after ``</analyze>`` up to a ``</verify>`` or the section's end;
+  lead-in (a lead-in the teacher wrote itself is not repeated); an ``<analyze>`` the teacher never
+  closed ends where its verify part begins (the first ``<verify>`` or python fence);
+* the verify part: from the first ``<verify>`` (or, without the tag, from the end of the analysis)
+  to the section's last ``</verify>``, or to the section's end when none closes. Small teachers
+  leave tags open or open one ``<verify>`` per code block: the tags go, their code blocks become the
+  turn's code rounds in order, and the text between them stays;
 * code: every python block followed by its spliced ``[Code Output]``, in order. The verifier forces
   its own lead-in before the first block, so teacher text between ``<verify>`` and the first fence
   is dropped; text between two rounds stays. More blocks than the verifier runs in one step
@@ -79,8 +82,6 @@ REASONS = {
     "duplicate-paragraph": "the critique has two sections for this paragraph",
     "no-analysis": "the section has no (or an empty) <analyze> part",
     "two-analyses": "the section has more than one <analyze> part",
-    "no-verify": "the section opens a <verify> part that never closes",
-    "two-verifies": "the section has more than one <verify> part",
     "no-code": "the <verify> part has no executed python block",
     "unexecuted-code": "a python block in the section was never run (no [Code Output] after it)",
     "stray-code-output": "a [Code Output] block follows no python block (the teacher wrote it itself)",
@@ -92,11 +93,15 @@ REASONS = {
 }
 """Every reason a conversation is refused, with its meaning (for stats and the docs)."""
 
+SPLIT_RULES = 2
+"""The version of how sections are split, part of the export key: a change re-decides stored exports.
+2: open tags are closed where the next part begins, and several ``<verify>`` parts are one."""
+
 _HEADING = re.compile(r"^### Paragraph (\d+)[ \t]*:?[ \t]*$", re.MULTILINE)
 _SECTION_END = re.compile(r"^### Final Conclusion|</think>", re.MULTILINE)
+_ANALYZE_OPEN = "<analyze>"
 _ANALYZE = re.compile(r"<analyze>(.*?)</analyze>", re.DOTALL)
 _VERIFY_OPEN, _VERIFY_CLOSE = "<verify>", P.VERIFY_END.strip()
-_VERIFY = re.compile(re.escape(_VERIFY_OPEN) + r"(.*?)" + re.escape(_VERIFY_CLOSE), re.DOTALL)
 _VERDICT = re.compile(r"\\boxed\{\s*(yes|no)\s*\}", re.IGNORECASE)
 _LEAD_IN = re.compile(r"^\s*Let's analyze the Paragraph \d+ step by step:\s*")
 _OUTPUT_HEAD, _OUTPUT_TAIL = P.CODE_OUTPUT_BLOCK.split("{output}")
@@ -132,13 +137,8 @@ def paragraph_parts(k: int, section: str, verdict: str) -> TurnParts:
         raise _fail("two-verdicts", k, f" ({', '.join(verdicts)})")
     if verdicts and verdicts[0] != verdict:
         raise _fail("verdict-mismatch", k, f" (it says {verdicts[0]}, the label {verdict})")
-    analyses = list(_ANALYZE.finditer(section))
-    if len(analyses) > 1:
-        raise _fail("two-analyses", k)
-    analysis = _LEAD_IN.sub("", analyses[0].group(1)).strip() if analyses else ""
-    if not analysis:
-        raise _fail("no-analysis", k)
-    verify = _verify_part(k, section[analyses[0].end() :])
+    analysis, rest = _analysis_part(k, section)
+    verify = _verify_part(rest)
     rounds, interpretation = _code_rounds(k, verify)
     parts = TurnParts(k, _line(analysis), tuple(rounds), _line(interpretation.strip()), verdict)
     problem = turn_problem(parts)
@@ -147,20 +147,35 @@ def paragraph_parts(k: int, section: str, verdict: str) -> TurnParts:
     return parts
 
 
-def _verify_part(k: int, rest: str) -> str:
-    """The verify part after the analysis: inside ``<verify>``, or, when the teacher wrote no such tag
-    (small models skip it), everything up to a ``</verify>`` or the section's end.
+def _analysis_part(k: int, section: str) -> tuple[str, str]:
+    """The analysis (lead-in dropped, stripped) and the section's text after it."""
+    if section.count(_ANALYZE_OPEN) > 1:
+        raise _fail("two-analyses", k)
+    closed = _ANALYZE.search(section)
+    if closed is not None:
+        analysis, rest = closed.group(1), section[closed.end() :]
+    else:  # never closed: it ends where the verify part begins
+        start = section.find(_ANALYZE_OPEN)
+        ends = [at for at in (section.find(_VERIFY_OPEN, start), section.find(CODE_BLOCK_START, start)) if at >= 0]
+        if start < 0 or not ends:
+            raise _fail("no-analysis", k)
+        analysis, rest = section[start + len(_ANALYZE_OPEN) : min(ends)], section[min(ends) :]
+    analysis = _LEAD_IN.sub("", analysis).strip()
+    if not analysis:
+        raise _fail("no-analysis", k)
+    return analysis, rest
+
+
+def _verify_part(rest: str) -> str:
+    """The verify part after the analysis, its tags removed: from the first ``<verify>`` (the whole
+    text when there is none) to the last ``</verify>``, or to the section's end when none closes.
     """
-    opened = rest.count(_VERIFY_OPEN)
-    if opened > 1:
-        raise _fail("two-verifies", k)
-    if opened == 1:
-        match = _VERIFY.search(rest)
-        if match is None:
-            raise _fail("no-verify", k)
-        return match.group(1)
-    close = rest.find(_VERIFY_CLOSE)
-    return rest if close < 0 else rest[:close]
+    close = rest.rfind(_VERIFY_CLOSE)
+    body = rest if close < 0 else rest[:close]
+    opened = body.find(_VERIFY_OPEN)
+    if opened >= 0:
+        body = body[opened + len(_VERIFY_OPEN) :]
+    return body.replace(_VERIFY_CLOSE, "").replace(_VERIFY_OPEN, "")
 
 
 def _code_rounds(k: int, verify: str) -> tuple[list[CodeRound], str]:

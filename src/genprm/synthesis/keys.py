@@ -13,7 +13,7 @@ from typing import Any
 from genprm.evaluation.chat import ChatModel
 from genprm.store import settings_key
 from genprm.synthesis.consensus import FilterSettings
-from genprm.synthesis.conversation import ExportSettings
+from genprm.synthesis.conversation import SPLIT_RULES, ExportSettings
 from genprm.synthesis.critique import CritiqueSettings
 from genprm.synthesis.labels import LabelSettings
 from genprm.synthesis.rollouts import RolloutSettings
@@ -50,4 +50,4 @@ def filter_key(labels: str, teacher: str, settings: FilterSettings) -> str:
 
 
 def export_key(filter_: str, settings: ExportSettings) -> str:
-    return _key("export", {"filter": filter_, **asdict(settings)})
+    return _key("export", {"filter": filter_, "split_rules": SPLIT_RULES, **asdict(settings)})
