@@ -21,7 +21,7 @@ from genprm.protocol.chat import template_fields
 from genprm.store import RunStore, settings_key
 from genprm.verifier.config import VerifyConfig
 from genprm.verifier.records import ComputeUsage, SolutionFailure, SolutionResult
-from genprm.verifier.scheduler import Scheduler, attempt
+from genprm.verifier.scheduler import Scheduler, attempt, longest_first
 from genprm.verifier.solution import SolutionVerifier
 
 COMPUTE_KIND = "compute"
@@ -276,7 +276,9 @@ class StoreScorer:
         if on_progress:
             on_progress(ScoringProgress(done, len(items), reused))
         if self.executor is not None:
-            units = [VerifyUnit(item, self._path_ids(wanted[item.key])) for item in todo]
+            # costliest first, as the local scheduler starts them, so that replicas end on short samples
+            ordered = longest_first(todo, lambda item: self._path_ids(wanted[item.key]), self.config.n)
+            units = [VerifyUnit(item, None if ids is None else list(ids)) for item, ids in ordered]
             self._run_on(self.executor, units, finished, failure)
             return
         if self.concurrency <= 1:

@@ -4,7 +4,8 @@ The sequential loop verifies one solution, one step, one path after another. The
 up to ``concurrency`` paths (from up to ``solutions_in_flight`` solutions) running on worker
 threads; each blocks only on its own engine call or code run, so the engine sees many requests at
 once and can batch them, and sandboxed code runs overlap with generation. Path semantics are
-exactly those of the sequential loop: the same coroutines, the same derived seeds.
+exactly those of the sequential loop: the same coroutines, the same derived seeds. Solutions start
+costliest first (:func:`longest_first`), so the run ends on short ones.
 
 A solution stops where the sequential loop stops it: with ``stop_at_first_error`` its thread starts
 no step after the first error, and paths of that step still unfinished once the error is certain
@@ -51,6 +52,9 @@ class Scheduler:
     ) -> None:
         """Verify ``items``; ``on_result`` is called (from this thread) as each solution finishes.
 
+        ``items`` is read whole first and started costliest first (:func:`longest_first`); a caller
+        that must stream (the server) admits solutions itself, as they come.
+
         ``path_ids_of`` picks which paths of an item to run (default: all ``n``). A solution whose
         verification raises goes to ``on_failure`` as a :class:`SolutionFailure` and the others go on;
         without ``on_failure`` the first failure is raised once every solution in flight is delivered.
@@ -67,10 +71,10 @@ class Scheduler:
         with ThreadPoolExecutor(self.solutions_in_flight, thread_name_prefix="genprm-solution") as solutions:
             running: set[Future[SolutionResult | SolutionFailure]] = set()
             try:
-                for item in items:
+                for item, ids in longest_first(items, path_ids_of, self.verifier.config.n):
                     while len(running) >= self.solutions_in_flight:
                         running = self._deliver(running, on_result, report)
-                    running.add(solutions.submit(verify, item, path_ids_of(item) if path_ids_of else None))
+                    running.add(solutions.submit(verify, item, ids))
                 while running:
                     running = self._deliver(running, on_result, report)
             finally:
@@ -107,6 +111,24 @@ def attempt(
         return verifier.verify(item.problem, item.steps, record=item.record, key=item.key, path_ids=path_ids)
     except Exception as exc:  # every failure of one solution is data for the run, never the run's end
         return SolutionFailure.of(item.record, item.key, exc)
+
+
+def longest_first(
+    items: Iterable[SolutionInput], path_ids_of: Callable[[SolutionInput], Sequence[int] | None] | None, n: int
+) -> list[tuple[SolutionInput, Sequence[int] | None]]:
+    """``items`` with the paths each runs, costliest first (ties in the given order).
+
+    A solution's steps run one after another, so the last solutions started decide how long a run's
+    tail lasts, when too few paths are left to fill a batch: starting the long ones first leaves the
+    short ones for the tail. The cost is the solution's steps (the chain no batch can shorten), then
+    its work: paths x characters of its steps. Results still arrive as they finish.
+    """
+    work = [(item, path_ids_of(item) if path_ids_of else None) for item in items]
+    return sorted(work, key=lambda pair: _cost(pair[0], n if pair[1] is None else len(pair[1])), reverse=True)
+
+
+def _cost(item: SolutionInput, paths: int) -> tuple[int, int]:
+    return len(item.steps), paths * sum(len(step) for step in item.steps)
 
 
 def solutions_for(config: VerifyConfig, concurrency: int) -> int:
