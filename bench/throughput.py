@@ -360,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="JSON file of the raw numbers, rewritten as rows progress")
     parser.add_argument("--rerun", action="store_true", help="run the chosen rows again even if --out has them")
     parser.add_argument("--ceiling-batch", type=int, help="prompts in the ceiling's one batch (default: --concurrency)")
+    parser.add_argument("--engine-json", type=json.loads, default={}, metavar="JSON",
+                        help='vllm.LLM arguments for the batched engine (scheduler and ceiling rows), e.g. '
+                             '\'{"block_size": 32}\'; the upstream row keeps its own engine')
     args = parser.parse_args(argv)
 
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is for the table
@@ -388,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": str(args.model), "data": str(args.data), "samples": [s.record.get("id") for s in samples],
         "n": args.n, "max_step_tokens": args.max_step_tokens, "concurrency": args.concurrency, "seed": args.seed,
         "max_model_len": args.max_model_len, "cpus": os.cpu_count(),
+        **({"engine": args.engine_json} if args.engine_json else {}),
     }
     results = Results(args.out, settings)
     print(f"{len(samples)} samples ({sum(s.record['label'] != -1 for s in samples)} with an error), N={args.n}, "
@@ -409,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
                                           max_batch=1, seed=args.seed)
             else:
                 engines[key] = VLLMEngine(args.model, max_model_len=args.max_model_len,
-                                          max_batch=max(args.concurrency, args.ceiling_batch or 0), seed=args.seed)
+                                          max_batch=max(args.concurrency, args.ceiling_batch or 0), seed=args.seed,
+                                          **args.engine_json)
             print(f"  vLLM ({key}) started in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         return engines[key]
 
