@@ -28,6 +28,7 @@ from genprm.cli.options import (
     MinPaths,
     Model,
     NCtx,
+    Parallel,
     RetryFailed,
     Reward,
     Sandbox,
@@ -114,6 +115,7 @@ def verify_command(
     tokenizer: Tokenizer = None,
     n_ctx: NCtx = None,
     threads: Threads = None,
+    parallel: Parallel = 1,
     chat_template: ChatTemplateFile = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-step summary, only the progress bar."),
 ) -> None:
@@ -133,7 +135,8 @@ def verify_command(
         fail(describe(exc))
     with fail_on_errors():
         options = engine_options(
-            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
+            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads,
+            parallel=parallel,
         )
     template = read_template(chat_template)
     total = count_records(input)

@@ -31,6 +31,11 @@ NCtx = Annotated[
                  "within a memory bound)."),
 ]
 Threads = Annotated[int | None, typer.Option(help="llama.cpp CPU threads (default: all cores).")]
+Parallel = Annotated[
+    int,
+    typer.Option(help="llama.cpp: generation requests decoded together in one batch (a KV cache each, beside "
+                 "the main one). 1: one at a time. Needs paths in flight (--n, --concurrency)."),
+]
 ChatTemplateFile = Annotated[Path | None, typer.Option(help="A Jinja chat template file overriding the model's.")]
 Concurrency = Annotated[
     int, typer.Option(help="Paths in flight at once across samples (for batching engines such as vLLM).")
@@ -129,11 +134,12 @@ GpusPerReplica = Annotated[
 
 def engine_options(
     engine: str, *, base_url: str | None, served_model: str | None, tokenizer: str | None,
-    n_ctx: int | None, threads: int | None,
+    n_ctx: int | None, threads: int | None, parallel: int = 1,
 ) -> dict[str, Any]:
     """The engine-specific keyword arguments for :func:`genprm.engines.load_engine`."""
     if engine == "llamacpp":
-        return {k: v for k, v in {"n_ctx": n_ctx, "n_threads": threads}.items() if v is not None}
+        given = {"n_ctx": n_ctx, "n_threads": threads, "parallel": parallel if parallel != 1 else None}
+        return {k: v for k, v in given.items() if v is not None}
     if engine == "vllm":
         return {} if n_ctx is None else {"max_model_len": n_ctx}
     if engine == "openai":

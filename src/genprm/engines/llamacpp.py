@@ -16,6 +16,11 @@ full logits (raw log-softmax, every token when asked), so both reward modes are 
 ``sample`` (n continuations of one prompt) is the base class's: the n requests run back to back,
 and after the first the prompt is in the KV cache, so only its last token is evaluated again
 (``cached_prompt_tokens`` of samples 2..n is the prompt length minus one).
+
+``parallel`` > 1 (opt-in) decodes up to that many generation requests together, those of one call
+and those other threads have queued meanwhile, in a second context on the same weights with a KV
+cache per sequence (:mod:`genprm.engines.llamacpp_batch`); a sequence's logits are bit-identical to
+the path above, so are greedy and seeded outputs. Verdict reads keep the path above.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 # ggml's OpenMP threads spin after each parallel region by default; on a machine with fewer cores
 # than busy threads (several llama.cpp processes, a sandbox, a server) that spinning takes the cores
@@ -41,21 +47,23 @@ from llama_cpp._utils import suppress_stdout_stderr
 from genprm.engines.base import (
     ALL_TOKENS,
     Engine,
-    FinishReason,
     Generation,
     GenerationRequest,
     LogprobRequest,
     Prompt,
     TokenLogprobs,
 )
+from genprm.engines.llamacpp_batch import BatchDecoder, BatchWorker, Continuation, Job, random_seed
 from genprm.engines.models import resolve_gguf
-from genprm.errors import ContextOverflowError, ModelNotFoundError
+from genprm.errors import ConfigError, ContextOverflowError, ModelNotFoundError
 from genprm.tokens import common_prefix_length, with_bos
 
 DEFAULT_CTX = 16384
 """The context when the model does not declare one."""
 KV_CACHE_MB = 4096
 """The memory bound of the default context: the KV cache (f16) of the whole context fits in this."""
+
+T = TypeVar("T")
 
 
 def context_length(metadata: dict[str, str], requested: int | None, kv_cache_mb: int = KV_CACHE_MB) -> int:
@@ -172,10 +180,18 @@ class LlamaCppEngine(Engine):
         n_batch: int = 512,
         state_cache_mb: int = 1024,
         kv_cache_mb: int = KV_CACHE_MB,
+        parallel: int = 1,
         verbose: bool = False,
     ) -> None:
-        """Load ``model``; the context is ``n_ctx`` or the model's own (see :func:`context_length`)."""
+        """Load ``model``; the context is ``n_ctx`` or the model's own (see :func:`context_length`).
+
+        ``parallel`` > 1: generation requests waiting at the same time are decoded together, that many
+        at most, in a second context with a KV cache per sequence: each the size of the main context,
+        as far as all of them fit in ``kv_cache_mb`` (a request longer than that runs alone on the main one).
+        """
         super().__init__()
+        if not 1 <= parallel <= llama_cpp.llama_max_parallel_sequences():
+            raise ConfigError("parallel", parallel, f"must be in 1..{llama_cpp.llama_max_parallel_sequences()}")
         self.path = resolve_gguf(model)
         self._model_name = model
         threads = n_threads or max(1, os.cpu_count() or 1)
@@ -202,7 +218,21 @@ class LlamaCppEngine(Engine):
         self._states = _StateCache(state_cache_mb * 2**20)
         # One thread makes every llama.cpp call: each calling thread would get an OpenMP team of its
         # own, and callers (the scheduler's path threads, a server's requests) are many.
-        self._calls = ThreadPoolExecutor(1, thread_name_prefix="genprm-llamacpp")
+        self.parallel = parallel
+        self._calls: ThreadPoolExecutor | None = None
+        self._batch: BatchWorker | None = None
+        if parallel == 1:
+            self._calls = ThreadPoolExecutor(1, thread_name_prefix="genprm-llamacpp")
+            return
+        self.max_batch = parallel
+        room = min(self.llm.n_ctx(), context_length(self.llm.metadata, None, max(1, kv_cache_mb // parallel)))
+        decoder = BatchDecoder(
+            self.llm._model.model, room=room, parallel=parallel, n_threads=threads, n_batch=n_batch,
+            piece=lambda token: self.llm.detokenize([token], special=False),
+            is_end=lambda token: bool(llama_cpp.llama_vocab_is_eog(self._vocab, token)),
+            on_done=self._counted,
+        )
+        self._batch = BatchWorker(decoder)
 
     # -- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -251,8 +281,29 @@ class LlamaCppEngine(Engine):
     def _tokens(self, prompt: Prompt) -> list[int]:
         return self.tokenize(prompt) if isinstance(prompt, str) else list(prompt)
 
+    def _on_worker(self, fn: Callable[[], T]) -> T:
+        """``fn`` on the one thread that makes llama.cpp calls."""
+        if self._batch is not None:
+            return self._batch.call(fn)
+        if self._calls is None:
+            raise RuntimeError("the llama.cpp engine is closed")
+        return self._calls.submit(fn).result()
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        return self._calls.submit(lambda: [self._generate_one(r) for r in requests]).result()
+        if self._batch is None:
+            return self._on_worker(lambda: [self._generate_one(r) for r in requests])
+        batch = self._batch
+        jobs: list[Job | GenerationRequest] = []
+        for request in requests:  # every prompt is checked before any is decoded, as on the plain path
+            tokens = self._tokens(request.prompt)
+            max_new = self._check_room(len(tokens), request.params.max_tokens)
+            fits = batch.decoder.fits(len(tokens), max_new)
+            jobs.append(Job(tokens, request.params, max_new) if fits else request)
+        batch.enqueue([job for job in jobs if isinstance(job, Job)])
+        # What does not fit a sequence's room is decoded alone on the main context, between steps.
+        futures = [job.future if isinstance(job, Job) else batch.submit(partial(self._generate_one, job))
+                   for job in jobs]
+        return [future.result() for future in futures]
 
     def _generate_one(self, request: GenerationRequest) -> Generation:
         started = time.perf_counter()
@@ -260,13 +311,8 @@ class LlamaCppEngine(Engine):
         tokens = self._tokens(request.prompt)
         max_new = self._check_room(len(tokens), params.max_tokens)
         cached = min(self._position(tokens), len(tokens) - 1)
-        self.llm.set_seed(params.seed if params.seed is not None else int.from_bytes(os.urandom(4), "little"))
-        raw = bytearray()
-        text = ""
-        produced = 0
-        finish: FinishReason = "length"
-        stop_hit: str | None = None
-        longest_stop = max((len(s) for s in params.stop), default=0)
+        self.llm.set_seed(params.seed if params.seed is not None else random_seed())
+        text = Continuation(params.stop, max_new)
         for token in self.llm.generate(
             tokens,
             top_k=params.top_k,
@@ -278,26 +324,14 @@ class LlamaCppEngine(Engine):
             reset=True,
         ):
             if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-                finish = "eos"
+                text.end_of_sequence()
                 break
-            produced += 1
-            raw += self.llm.detokenize([token], special=False)
-            scan_from = max(0, len(text) - longest_stop)
-            text = raw.decode("utf-8", errors="ignore")
-            hits = [(text.find(s, scan_from), s) for s in params.stop]
-            hits = [(at, s) for at, s in hits if at >= 0]
-            if hits:
-                at, stop_hit = min(hits)
-                text, finish = text[: at + len(stop_hit)], "stop"
+            if text.add(self.llm.detokenize([token], special=False)):
                 break
-            if produced >= max_new:
-                break
-        seconds = time.perf_counter() - started
-        self._count(len(tokens), cached, produced, seconds)
-        return Generation(text, finish, stop_hit, len(tokens), produced, cached, seconds)
+        return self._counted(text.generation(len(tokens), cached, time.perf_counter() - started))
 
     def next_token_logprobs(self, requests: Sequence[LogprobRequest]) -> list[TokenLogprobs]:
-        return self._calls.submit(lambda: [self._logprobs_one(r) for r in requests]).result()
+        return self._on_worker(lambda: [self._logprobs_one(r) for r in requests])
 
     def _logprobs_one(self, request: LogprobRequest) -> TokenLogprobs:
         started = time.perf_counter()
@@ -324,10 +358,24 @@ class LlamaCppEngine(Engine):
         self.stats.completion_tokens += completion
         self.stats.seconds += seconds
 
+    def _counted(self, generation: Generation) -> Generation:
+        self._count(generation.prompt_tokens, generation.cached_prompt_tokens, generation.completion_tokens,
+                    generation.seconds)
+        if self._batch is not None:
+            decoder = self._batch.decoder
+            self.stats.extra.update(batch_steps=decoder.steps, batch_step_tokens=decoder.stepped_tokens,
+                                    batch_widest=decoder.widest)
+        return generation
+
     def close(self) -> None:
         calls = getattr(self, "_calls", None)
         if calls is not None:
             calls.shutdown(wait=True)
+            self._calls = None
+        batch = getattr(self, "_batch", None)
+        if batch is not None:
+            batch.close()
+            self._batch = None
         llm = getattr(self, "llm", None)
         if llm is not None:
             llm.close()
