@@ -177,6 +177,24 @@ def test_verdict_reads_between_decode_steps_equal_the_plain_path(plain, batched)
     assert during.top.keys() == expected.top.keys()
 
 
+def test_a_verdict_read_after_a_batched_generation_starts_from_its_sequence(plain, batched):
+    facts = " ".join(f"Fact {i}: the number {i} squared is {i * i}." for i in range(12))
+    prompts = [batched.tokenize(chat(f"{facts} Question {q}: what is {q} squared?")) for q in (3, 5, 7)]
+    requests = [GenerationRequest(p, replace(GREEDY, max_tokens=16)) for p in prompts]
+    copies = batched.stats.extra.get("sequence_copies", 0)
+    reads = []
+    for request, generation in zip(requests, batched.generate(requests)):
+        tokens = batched.tokenize(batched.detokenize(request.prompt) + generation.text + " Correct? Yes")
+        reads.append(LogprobRequest(tokens, tuple(tokens[-1:]), top=3))
+    read = batched.next_token_logprobs(reads)
+    assert batched.stats.extra["sequence_copies"] - copies == 3, "each read took its path's sequence"
+    assert all(r.cached_prompt_tokens >= len(p) for r, p in zip(read, prompts))
+    for request, verdict, mine in zip(requests, reads, read):  # the plain path: a read right after its generation
+        plain.generate([request])
+        theirs = plain.next_token_logprobs([verdict])[0]
+        assert mine.logprobs == pytest.approx(theirs.logprobs, abs=1e-4)
+
+
 def test_what_does_not_fit_a_sequence_is_decoded_alone_on_the_main_context(demo_gguf, plain):
     with LlamaCppEngine(str(demo_gguf), n_ctx=2048, n_threads=1, parallel=4, kv_cache_mb=1) as small:
         assert small._batch is not None and small._batch.decoder.room == 256  # 1 MiB: the 256-token floor

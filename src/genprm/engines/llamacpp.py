@@ -53,7 +53,7 @@ from genprm.engines.base import (
     Prompt,
     TokenLogprobs,
 )
-from genprm.engines.llamacpp_batch import BatchDecoder, BatchWorker, Continuation, Job, random_seed
+from genprm.engines.llamacpp_batch import BatchDecoder, BatchWorker, Continuation, Job, random_seed, state_header
 from genprm.engines.models import resolve_gguf
 from genprm.errors import ConfigError, ContextOverflowError, ModelNotFoundError
 from genprm.tokens import common_prefix_length, with_bos
@@ -233,6 +233,7 @@ class LlamaCppEngine(Engine):
             on_done=self._counted,
         )
         self._batch = BatchWorker(decoder)
+        self._state_header = state_header(self.llm.ctx)  # the main context is empty yet
 
     # -- tokens ---------------------------------------------------------------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -262,14 +263,37 @@ class LlamaCppEngine(Engine):
 
     # -- cache ----------------------------------------------------------------------------------
     def _position(self, tokens: list[int]) -> int:
-        """Make the KV cache hold the longest available prefix of ``tokens``; return its length."""
+        """Make the KV cache hold the longest available prefix of ``tokens``; return its length.
+
+        In parallel mode a sequence of the batch context is a third source: it holds the path whose
+        generation just ended there, which the verdict read continues.
+        """
         current = common_prefix_length(self.llm.input_ids[: self.llm.n_tokens].tolist(), tokens)
         saved, state = self._states.best(tokens)
-        if state is not None and saved > current + 16:
+        slot, batched = self._batch.decoder.longest_prefix(tokens) if self._batch is not None else (0, 0)
+        if state is not None and saved > current + 16 and saved >= batched:
             self.llm.load_state(state)
             self.stats.extra["state_restores"] = self.stats.extra.get("state_restores", 0) + 1
             return saved
+        if batched > max(current, saved) + 16 and self._take_sequence(slot):
+            return batched
         return current
+
+    def _take_sequence(self, slot: int) -> bool:
+        """The main context takes the keys and values of the batch context's sequence ``slot``."""
+        assert self._batch is not None
+        decoder = self._batch.decoder
+        if self._state_header is None:
+            return False
+        if not decoder.copy_out(slot, self.llm.ctx, self._state_header):
+            self.llm.reset()  # what the main context holds is unknown now
+            return False
+        held = decoder.slots[slot]
+        self.llm.input_ids[: len(held)] = held
+        self.llm.n_tokens = len(held)
+        self.llm._requires_eval = True  # the logits in place are another sequence's
+        self.stats.extra["sequence_copies"] = self.stats.extra.get("sequence_copies", 0) + 1
+        return True
 
     def _check_room(self, n_prompt: int, n_new: int) -> int:
         room = self.llm.n_ctx() - n_prompt

@@ -15,6 +15,8 @@ the tokens per second in all grow with k (on a compute-bound 2-core box, little:
   own seed). A sequence's own stream keeps its attention exactly what it is alone: measured on the
   demo model, its logits are bit-identical to the plain path's, where one unified KV cache shared
   by the sequences (masked) moved them by up to 1.3 and changed greedy tokens;
+* a verdict read (on the main context) of a path just generated here starts from a copy of its
+  sequence (``llama_state_seq_get_data``/``set_data``), not from a prefill of the step's tokens;
 * :class:`BatchWorker` is the one thread that makes every llama.cpp call in this mode: it runs queued
   calls (verdict reads on the main context) between decode steps and admits requests queued by other
   threads into free sequences as soon as one is free, so concurrent ``generate`` calls share batches.
@@ -22,6 +24,7 @@ the tokens per second in all grow with k (on a compute-bound 2-core box, little:
 
 from __future__ import annotations
 
+import ctypes
 import itertools
 import os
 import threading
@@ -205,6 +208,22 @@ class BatchDecoder:
         self.live[slot] = _Live(job, slot, sampler_chain(job.params), Continuation(job.params.stop, job.max_new),
                                 cached, started, tokens[-1])
 
+    def longest_prefix(self, tokens: Sequence[int]) -> tuple[int, int]:
+        """The sequence holding the longest prefix of ``tokens``, and that prefix's length."""
+        lengths = [common_prefix_length(prefix, tokens) for prefix in self.slots]
+        slot = max(range(self.parallel), key=lengths.__getitem__)
+        return slot, lengths[slot]
+
+    def copy_out(self, slot: int, ctx: Any, header: bytes) -> bool:
+        """Put sequence ``slot``'s keys and values into sequence 0 of ``ctx`` (one KV stream, the same
+        model, ``header`` from :func:`state_header`), in place of what it held; False when refused.
+        """
+        state = one_stream(sequence_state(self.ctx, slot), slot, self.parallel, header)
+        if state is None:
+            return False
+        data = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        return llama_cpp.llama_state_seq_set_data(ctx, data, len(state), 0) > 0
+
     def _empty(self, slot: int) -> None:
         llama_cpp.llama_memory_seq_rm(self.memory, slot, -1, -1)
         self.slots[slot] = []
@@ -346,6 +365,49 @@ class BatchWorker:
             self._cond.notify()
         self._thread.join()
         self.decoder.close()
+
+
+WORD = 4
+"""llama.cpp writes a sequence's KV state as 32-bit little-endian header words, then per KV stream
+a cell count and, when not zero, that stream's cells."""
+
+
+def sequence_state(ctx: Any, seq: int) -> bytes:
+    size = llama_cpp.llama_state_seq_get_size(ctx, seq)
+    buffer = (ctypes.c_uint8 * size)()
+    return bytes(buffer[: llama_cpp.llama_state_seq_get_data(ctx, buffer, size, seq)])
+
+
+def state_header(ctx: Any) -> bytes | None:
+    """What precedes the stream count in a sequence state of ``ctx``, a context of one KV stream
+    whose sequence 0 is empty (its state is that header, the stream count 1 and the cell count 0);
+    None where it does not read so.
+    """
+    empty = sequence_state(ctx, 0)
+    if len(empty) < 2 * WORD or empty[-2 * WORD :] != (1).to_bytes(WORD, "little") + bytes(WORD):
+        return None
+    return empty[: -2 * WORD]
+
+
+def one_stream(state: bytes, stream: int, streams: int, header: bytes) -> bytes | None:
+    """A sequence's KV state from a context of ``streams`` KV streams, rewritten as one from a context
+    of one stream (the main context), or None where it is not laid out as expected.
+
+    A sequence's cells are all in its own stream, but llama.cpp reads a sequence state back only into
+    a context of the same stream count ("n_stream mismatch"). So: the one-stream context's own
+    ``header`` (its magic and sequence id), the count 1, then the sequence's stream. Anything else is
+    refused (another llama.cpp layout), and the caller computes the prefix instead.
+    """
+    count = len(header)
+    first = count + WORD * (1 + stream)
+    tail = WORD * (streams - 1 - stream)
+    if len(state) <= first + WORD + tail or state[:WORD] != header[:WORD]:
+        return None
+    if int.from_bytes(state[count : count + WORD], "little") != streams:
+        return None
+    if any(state[count + WORD : first]) or any(state[len(state) - tail :]) or not any(state[first : first + WORD]):
+        return None
+    return header + (1).to_bytes(WORD, "little") + state[first : len(state) - tail]
 
 
 def _settle(future: Future[T], fn: Callable[[], T]) -> None:
