@@ -9,6 +9,7 @@ each prompt in one batch: a sequence's logits are then bit-identical to the plai
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import replace
@@ -210,3 +211,21 @@ def test_what_does_not_fit_a_sequence_is_decoded_alone_on_the_main_context(demo_
 def test_parallel_is_checked(demo_gguf):
     with pytest.raises(ConfigError, match="parallel"):
         LlamaCppEngine(str(demo_gguf), n_ctx=512, n_threads=1, parallel=0)
+
+
+def test_genprm_verify_takes_parallel(demo_gguf, tmp_path):
+    from typer.testing import CliRunner
+
+    from genprm.cli.main import app
+
+    source = tmp_path / "one.jsonl"
+    source.write_text(json.dumps({"id": "s", "problem": "What is 2 + 3?", "steps": ["2 + 3 = 5.", "So 5."]}) + "\n")
+    out = tmp_path / "out.jsonl"
+    common = ["verify", str(source), "--model", str(demo_gguf), "--threads", "1", "--n", "2",
+              "--max-step-tokens", "16", "--out", str(out), "-q"]
+    result = CliRunner().invoke(app, [*common, "--parallel", "2"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text().splitlines()[0])
+    assert [len(step["paths"]) for step in record["steps"]] == [2, 2]
+    refused = CliRunner().invoke(app, [*common, "--parallel", "0"])
+    assert refused.exit_code != 0 and "parallel" in refused.output

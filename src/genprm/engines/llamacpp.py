@@ -321,7 +321,7 @@ class LlamaCppEngine(Engine):
         for request in requests:  # every prompt is checked before any is decoded, as on the plain path
             tokens = self._tokens(request.prompt)
             max_new = self._check_room(len(tokens), request.params.max_tokens)
-            fits = batch.decoder.fits(len(tokens), max_new)
+            fits = bool(tokens) and batch.decoder.fits(len(tokens), max_new)
             jobs.append(Job(tokens, request.params, max_new) if fits else request)
         batch.enqueue([job for job in jobs if isinstance(job, Job)])
         # What does not fit a sequence's room is decoded alone on the main context, between steps.

@@ -204,7 +204,11 @@ class BatchDecoder:
             self._empty(slot)  # a model whose cache cannot drop a tail (recurrent): start over
         cached = len(self.slots[slot])
         started = time.perf_counter()
-        self._prefill(slot, tokens[cached:-1])
+        try:
+            self._prefill(slot, tokens[cached:-1])
+        except Exception:
+            self._empty(slot)  # what a failed decode left there is unknown
+            raise
         self.live[slot] = _Live(job, slot, sampler_chain(job.params), Continuation(job.params.stop, job.max_new),
                                 cached, started, tokens[-1])
 
@@ -250,12 +254,7 @@ class BatchDecoder:
     def step(self) -> None:
         """Decode one token of every live sequence and sample the next; finished requests are answered."""
         order = list(self.live.values())
-        try:
-            self._fill([(seq.pending, len(self.slots[seq.slot]), seq.slot, True) for seq in order])
-        except RuntimeError as exc:
-            for seq in order:
-                self._drop(seq, exc)
-            return
+        self._fill([(seq.pending, len(self.slots[seq.slot]), seq.slot, True) for seq in order])
         self.steps += 1
         self.stepped_tokens += len(order)
         self.widest = max(self.widest, len(order))
@@ -275,6 +274,11 @@ class BatchDecoder:
         self._on_done(generation)
         seq.job.future.set_result(generation)
 
+    def fail_live(self, error: BaseException) -> None:
+        """Answer every live request with ``error`` (a failed decode: what they hold is unknown)."""
+        for seq in list(self.live.values()):
+            self._drop(seq, error)
+
     def _drop(self, seq: _Live, error: BaseException) -> None:
         self._release(seq)
         self._empty(seq.slot)  # what it holds is unknown after a failed decode
@@ -286,8 +290,7 @@ class BatchDecoder:
         self._used[seq.slot] = next(self._clock)
 
     def close(self) -> None:
-        for seq in list(self.live.values()):
-            self._drop(seq, RuntimeError("the engine was closed"))
+        self.fail_live(RuntimeError("the engine was closed"))
         if self.ctx is not None:
             llama_cpp.llama_batch_free(self.batch)
             llama_cpp.llama_free(self.ctx)
@@ -345,7 +348,10 @@ class BatchWorker:
                 _settle(future, fn)
             self._admit()
             if decoder.live:
-                decoder.step()
+                try:
+                    decoder.step()
+                except Exception as exc:  # noqa: BLE001 - the waiting callers get it; the thread lives on
+                    decoder.fail_live(exc)
 
     def _admit(self) -> None:
         while self.decoder.free_slots():
