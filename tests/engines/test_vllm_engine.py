@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from genprm.engines.base import GenerationRequest, LogprobRequest, SamplingParams
+from genprm.engines.vllm_engine import CPU_BLOCK_SIZE
 from genprm.protocol import prompts as P
 from genprm.protocol.chat import AssistantHeader, ChatTemplate, build_messages
 from genprm.protocol.verdict import verdict_probe
@@ -76,13 +77,18 @@ def test_seeds_hold_inside_a_batch_and_differ_between_seeds(engine):
 
 
 def test_prefix_cache_is_used(engine):
-    # vLLM caches whole KV blocks (128 tokens on the CPU backend): make the prompt span a few.
+    # vLLM caches whole KV blocks (genprm asks the CPU backend for 32 tokens, not its 128): a prompt
+    # seen before is served from the cache up to its last, partly filled block.
+    block = engine.llm.llm_engine.vllm_config.cache_config.block_size
+    from vllm.platforms import current_platform
+
+    assert block == (CPU_BLOCK_SIZE if current_platform.is_cpu() else block)
     prompt = _verdict_text(engine, " ".join(f"Step note {i}: Tom has 3 apples." for i in range(40)))
     params = SamplingParams(max_tokens=1, **GREEDY)
     first = engine.generate([GenerationRequest(prompt, params)])[0]
     again = engine.generate([GenerationRequest(prompt, params)])[0]
     assert first.prompt_tokens > 300
-    assert again.cached_prompt_tokens >= again.prompt_tokens - 128 > 0
+    assert again.cached_prompt_tokens >= again.prompt_tokens - block > 0
     assert engine.stats.cached_prompt_tokens >= again.cached_prompt_tokens
 
 
