@@ -36,6 +36,14 @@ def test_a_bad_value_is_refused_naming_the_option(files, tmp_path, command, opti
     assert option in result.output and value in result.output
 
 
+@pytest.mark.parametrize("command", COMMANDS[:3], ids=lambda c: " ".join(c[:2]))
+def test_llamacpp_parallel_is_an_option_of_the_verifying_commands(files, tmp_path, command):
+    args = [a.format(**files) for a in command] + ["--run", str(tmp_path / "run")] * (command[0] != "verify")
+    result = CliRunner().invoke(app, [*args, "--parallel", "0", "--model", "no-such-model.gguf"])
+    assert result.exit_code == 2, result.output
+    assert "--parallel" in result.output and "No such option" not in result.output
+
+
 def test_the_options_reach_the_stored_settings(files, tmp_path):
     run = tmp_path / "run"
     args = ["eval", "processbench", "--data", files["folder"], "--subsets", "gsm8k", "--run", str(run), "--engine", "scripted",

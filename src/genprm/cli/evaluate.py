@@ -24,6 +24,7 @@ from genprm.cli.options import (
     MinPaths,
     Model,
     NCtx,
+    Parallel,
     RayAddress,
     Replicas,
     RetryFailed,
@@ -112,6 +113,7 @@ def processbench_command(
     tokenizer: Tokenizer = None,
     n_ctx: NCtx = None,
     threads: Threads = None,
+    parallel: Parallel = 1,
     chat_template: ChatTemplateFile = None,
     reward: Reward = "paper",
     sandbox: Sandbox = "auto",
@@ -132,7 +134,8 @@ def processbench_command(
             reward=reward, sandbox=sandbox, **compute,
         )
         options = engine_options(
-            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
+            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads,
+            parallel=parallel,
         )
         template = read_template(chat_template)
         if stored_only:
@@ -215,6 +218,7 @@ def bon_command(
     tokenizer: Tokenizer = None,
     n_ctx: NCtx = None,
     threads: Threads = None,
+    parallel: Parallel = 1,
     chat_template: ChatTemplateFile = None,
     reward: Reward = "paper",
     sandbox: Sandbox = "auto",
@@ -238,7 +242,8 @@ def bon_command(
         )
         bon_eval.check_config(config)
         options = engine_options(
-            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
+            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads,
+            parallel=parallel,
         )
         template = read_template(chat_template)
         err.print(

@@ -33,8 +33,8 @@ NCtx = Annotated[
 Threads = Annotated[int | None, typer.Option(help="llama.cpp CPU threads (default: all cores).")]
 Parallel = Annotated[
     int,
-    typer.Option(help="llama.cpp: generation requests decoded together in one batch (a KV cache each, beside "
-                 "the main one). 1: one at a time. Needs paths in flight (--n, --concurrency)."),
+    typer.Option(min=1, help="llama.cpp: generation requests decoded together in one batch (a KV cache each, "
+                 "beside the main one). 1: one at a time. Needs paths in flight (--n, --concurrency)."),
 ]
 ChatTemplateFile = Annotated[Path | None, typer.Option(help="A Jinja chat template file overriding the model's.")]
 Concurrency = Annotated[

@@ -22,6 +22,7 @@ from genprm.cli.options import (
     MinPaths,
     Model,
     NCtx,
+    Parallel,
     Reward,
     Sandbox,
     Seed,
@@ -56,6 +57,7 @@ def serve_command(
     tokenizer: Tokenizer = None,
     n_ctx: NCtx = None,
     threads: Threads = None,
+    parallel: Parallel = 1,
     chat_template: ChatTemplateFile = None,
     n: Annotated[int, typer.Option("--n", "-n", help="Verification paths per step; rewards are averaged.")] = 4,
     aggregate: Annotated[
@@ -123,7 +125,8 @@ def serve_command(
             adaptive_n=adaptive_n, min_paths=min_paths, adaptive_batch=adaptive_batch, adaptive_margin=adaptive_margin,
         )
         options = engine_options(
-            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads
+            engine, base_url=base_url, served_model=served_model, tokenizer=tokenizer, n_ctx=n_ctx, threads=threads,
+            parallel=parallel,
         )
     try:
         verify = VerifyConfig(n=n, threshold=threshold, temperature=temperature, max_step_tokens=max_step_tokens,
