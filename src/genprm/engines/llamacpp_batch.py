@@ -2,8 +2,8 @@
 
 Decoding one sequence reads every weight once per token; decoding k sequences in one
 ``llama_decode`` reads them once for all k, so on a machine whose cores outrun its memory bandwidth
-the tokens per second in all grow with k (on a compute-bound 2-core box, little: see
-``bench/llamacpp_parallel.py``). Here:
+the tokens per second in all grow with k (on the idle 2-core development machine, 1.46x at 4
+sequences and nothing at 2: see ``bench/llamacpp_parallel.py`` and bench/README.md). Here:
 
 * :class:`Continuation` is one request's generated text checked against its stop strings and token
   budget, token by token (the plain engine path uses it too, so both stop exactly alike);
