@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,13 @@ def prompts(engine: Engine, count: int) -> list[str]:
     ]
 
 
+def load(args: argparse.Namespace, parallel: int) -> LlamaCppEngine:
+    """The engine every row starts afresh (``--n-ctx 0``: the model's own context)."""
+    return LlamaCppEngine(args.model, n_ctx=args.n_ctx or None, n_threads=args.threads, parallel=parallel)
+
+
 def generation_row(args: argparse.Namespace, parallel: int) -> dict[str, Any]:
-    with LlamaCppEngine(args.model, n_ctx=args.n_ctx, n_threads=args.threads, parallel=parallel) as engine:
+    with load(args, parallel) as engine:
         engine.generate([GenerationRequest("Hello", SamplingParams(max_tokens=4, temperature=0))])  # warm-up
         requests = [
             GenerationRequest(p, SamplingParams(max_tokens=args.max_tokens, temperature=0.6, top_p=0.95, top_k=20,
@@ -86,17 +92,11 @@ def generation_row(args: argparse.Namespace, parallel: int) -> dict[str, Any]:
 
 
 def verify_row(args: argparse.Namespace, parallel: int) -> dict[str, Any]:
-    options: dict[str, Any] = {"n_threads": args.threads, "parallel": parallel}
-    if args.n_ctx:
-        options["n_ctx"] = args.n_ctx
-    engine = LlamaCppEngine(args.model, **options)
     config = VerifyConfig(n=args.n, max_step_tokens=args.max_step_tokens, sandbox=args.sandbox)
-    try:
+    with load(args, parallel) as engine:
         started = time.perf_counter()
         results = verify(Path(args.verify), model=engine, config=config)
         wall = time.perf_counter() - started
-    finally:
-        engine.close()
     tokens = sum(path.completion_tokens for r in results for step in r.steps for path in step.paths)
     steps = sum(len(r.steps) for r in results)
     return {"parallel": parallel, "solutions": len(results), "steps": steps, "completion_tokens": tokens,
@@ -112,6 +112,18 @@ def table(rows: list[dict[str, Any]], columns: list[tuple[str, str, str]]) -> st
         speed_up = f"{r['tok_s'] / base:.2f}x" if base else "–"
         lines.append("| " + " | ".join(cells) + f" | {speed_up} |")
     return "\n".join(lines)
+
+
+def measured(
+    args: argparse.Namespace, row: Callable[[argparse.Namespace, int], dict[str, Any]], values: list[int],
+    what: str, progress: Callable[[dict[str, Any]], str],
+) -> list[dict[str, Any]]:
+    """One row per ``parallel`` value, each reported on stderr as it finishes."""
+    rows = []
+    for p in values:
+        rows.append(row(args, p))
+        print(f"  {what}, parallel {p}: {progress(rows[-1])}", file=sys.stderr, flush=True)
+    return rows
 
 
 def numbers(text: str) -> list[int]:
@@ -135,19 +147,14 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"model {args.model}, threads {args.threads or 'all cores'}, context {args.n_ctx}", flush=True)
-    generation = []
-    for p in args.parallel:
-        generation.append(generation_row(args, p))
-        print(f"  generation, parallel {p}: {generation[-1]['tok_s']:.1f} tok/s", file=sys.stderr, flush=True)
+    generation = measured(args, generation_row, args.parallel, "generation", lambda r: f"{r['tok_s']:.1f} tok/s")
     print(f"\nGeneration: {args.requests} requests, up to {args.max_tokens} tokens each\n")
     print(table(generation, [("parallel", "parallel", "d"), ("generated tok", "completion_tokens", "d"),
                              ("wall s", "wall_s", ".1f"), ("tok/s", "tok_s", ".1f"),
                              ("seqs per decode", "width", ".2f")]))
-    verified = []
+    verified: list[dict[str, Any]] = []
     if args.verify:
-        for p in args.verify_parallel:
-            verified.append(verify_row(args, p))
-            print(f"  verify, parallel {p}: {verified[-1]['wall_s']:.1f} s", file=sys.stderr, flush=True)
+        verified = measured(args, verify_row, args.verify_parallel, "verify", lambda r: f"{r['wall_s']:.1f} s")
         print(f"\n`genprm verify` {Path(args.verify).name}, N = {args.n}, {args.max_step_tokens} tokens per step\n")
         print(table(verified, [("parallel", "parallel", "d"), ("steps", "steps", "d"),
                                ("generated tok", "completion_tokens", "d"), ("wall s", "wall_s", ".1f"),
