@@ -53,3 +53,18 @@ def test_the_options_reach_the_stored_settings(files, tmp_path):
     with RunStore(run) as store:
         [(model, config)] = store.settings().values()
     assert config["reward"] == "raw" and "sandbox" not in config  # where code runs does not shape a result
+
+
+@pytest.mark.parametrize("stage", ["run", "solutions", "rollouts", "critique"])
+def test_llamacpp_parallel_is_an_option_of_the_synthesis_stages_that_generate(tmp_path, stage):
+    result = CliRunner().invoke(app, ["synth", stage, "--run", str(tmp_path / "run"), "--parallel", "0"])
+    assert result.exit_code == 2, result.output
+    assert "--parallel" in result.output and "No such option" not in result.output
+
+
+def test_synthesis_parallel_reaches_the_llamacpp_engine_options():
+    from genprm.cli.synth import role_spec
+
+    spec = role_spec("policy", "m.gguf", "llamacpp", None, None, None, None, None, 1, 4)
+    assert ("parallel", 4) in spec.options and ("n_threads", 1) in spec.options
+    assert "parallel" not in dict(role_spec("policy", "m.gguf", "llamacpp", None, None, None, None, None, 1).options)

@@ -16,6 +16,7 @@ from genprm.cli.common import err, fail_on_errors, phase_bar, phase_updater
 from genprm.cli.options import (
     GpusPerReplica,
     NCtx,
+    Parallel,
     RayAddress,
     Replicas,
     RunDir,
@@ -157,11 +158,12 @@ def export_settings(after_first_error: str, keep_step_prefixes: bool, first_turn
 
 
 def role_spec(role: str, model: str | None, engine: str, base_url: str | None, served: str | None,
-              tokenizer: str | None, template: Path | None, n_ctx: int | None, threads: int | None) -> RoleSpec:
+              tokenizer: str | None, template: Path | None, n_ctx: int | None, threads: int | None,
+              parallel: int = 1) -> RoleSpec:
     if model is None:
         raise ConfigError(f"--{role}-model", None, f"this stage needs the {role} model")
     options = engine_options(engine, base_url=base_url, served_model=served, tokenizer=tokenizer, n_ctx=n_ctx,
-                             threads=threads)
+                             threads=threads, parallel=parallel)
     return RoleSpec(engine, model, tuple(sorted(options.items())), read_template(template))
 
 
@@ -204,7 +206,8 @@ def run_command(
     index_samples: IndexSamples = 4, agreement: Agreement = "majority", code_timeout: CodeTimeout = 5.0,
     out: Out = None, after_first_error: AfterFirstError = "end", keep_step_prefixes: KeepStepPrefixes = False,
     first_turn: FirstTurn = "question",
-    concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, seed: Seed = 0,
+    concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, parallel: Parallel = 1,
+    seed: Seed = 0,
     ray: RayAddress = None, replicas: Replicas = 1, gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """All six stages in order: solutions, rollouts, label, critique, filter, export (resumable)."""
@@ -222,13 +225,13 @@ def run_command(
             seed=seed,
         )
         policy = role_spec("policy", policy_model, policy_engine, policy_base_url, policy_served_model,
-                           policy_tokenizer, policy_chat_template, n_ctx, threads)
+                           policy_tokenizer, policy_chat_template, n_ctx, threads, parallel)
         completer = role_spec("completer", completer_model or policy_model, completer_engine or policy_engine,
                               completer_base_url or policy_base_url, completer_served_model or policy_served_model,
                               completer_tokenizer or policy_tokenizer, completer_chat_template or policy_chat_template,
-                              n_ctx, threads)
+                              n_ctx, threads, parallel)
         teacher = role_spec("teacher", teacher_model, teacher_engine or policy_engine, teacher_base_url,
-                            teacher_served_model, teacher_tokenizer, teacher_chat_template, n_ctx, threads)
+                            teacher_served_model, teacher_tokenizer, teacher_chat_template, n_ctx, threads, parallel)
         records = _records(problems, limit)
         reports: list[StageReport] = []
         specs = {"policy": policy, "completer": completer, "teacher": teacher}
@@ -253,7 +256,8 @@ def solutions_command(
     num_paths: NumPaths = 16, num_try: NumTry = 126, first_draws: FirstDraws = 32, draws_per_try: DrawsPerTry = 16,
     system_prompt: SystemPrompt = None, policy_max_tokens: PolicyMaxTokens = 2048,
     policy_temperature: PolicyTemperature = 0.7,
-    concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, seed: Seed = 0,
+    concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, parallel: Parallel = 1,
+    seed: Seed = 0,
     ray: RayAddress = None, replicas: Replicas = 1, gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """Stage 1: step-forced policy solutions, balanced half correct and half wrong; MC(s_1) per problem."""
@@ -261,7 +265,7 @@ def solutions_command(
         settings = solution_settings(num_paths, num_try, first_draws, draws_per_try, system_prompt, policy_max_tokens,
                                      policy_temperature, seed)
         spec = role_spec("policy", policy_model, policy_engine, policy_base_url, policy_served_model,
-                         policy_tokenizer, policy_chat_template, n_ctx, threads)
+                         policy_tokenizer, policy_chat_template, n_ctx, threads, parallel)
         records = _records(problems, limit)
         cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
         with SynthStore(run) as store, role_models(cluster, {"policy": spec}, concurrency) as (roles, executor_for), \
@@ -281,7 +285,8 @@ def rollouts_command(
     completer_tokenizer: CompleterTokenizer = None, completer_chat_template: CompleterTemplate = None,
     k: Ks = "128,64,32", k_edges: KEdges = "0.1,0.9", mc1_source: Mc1Source = "policy", all_steps: AllSteps = False,
     completer_max_tokens: CompleterMaxTokens = 2048, completer_temperature: CompleterTemperature = 0.7,
-    concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, seed: Seed = 0,
+    concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, parallel: Parallel = 1,
+    seed: Seed = 0,
     ray: RayAddress = None, replicas: Replicas = 1, gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """Stage 2: Monte-Carlo rollouts of every kept solution's prefixes (K by dynamic K)."""
@@ -292,7 +297,8 @@ def rollouts_command(
             policy = _remembered(store, "policy")
             spec = role_spec("completer", completer_model or policy.get("model"),
                              completer_engine or policy.get("engine", "llamacpp"), completer_base_url,
-                             completer_served_model, completer_tokenizer, completer_chat_template, n_ctx, threads)
+                             completer_served_model, completer_tokenizer, completer_chat_template, n_ctx, threads,
+                             parallel)
             cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
             with role_models(cluster, {"completer": spec}, concurrency) as (roles, executor_for), phase_bar() as bar:
                 _remember(store, {"completer": spec})
@@ -321,7 +327,8 @@ def critique_command(
     critiques: Critiques = 1, teacher_max_tokens: TeacherMaxTokens = 8192,
     teacher_temperature: TeacherTemperature = 0.6, max_code_rounds: MaxCodeRounds = 64,
     index_samples: IndexSamples = 4, agreement: Agreement = "majority", code_timeout: CodeTimeout = 5.0,
-    concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, seed: Seed = 0,
+    concurrency: Concurrency = 8, n_ctx: NCtx = None, threads: Threads = None, parallel: Parallel = 1,
+    seed: Seed = 0,
     ray: RayAddress = None, replicas: Replicas = 1, gpus_per_replica: GpusPerReplica = 0.0,
 ) -> None:
     """Stage 3: the teacher critiques every labelled solution with executed code (--critiques N each)."""
@@ -329,7 +336,8 @@ def critique_command(
         settings = critique_settings(teacher_max_tokens, teacher_temperature, max_code_rounds, index_samples,
                                      agreement, code_timeout)
         spec = role_spec("teacher", teacher_model, teacher_engine or "llamacpp", teacher_base_url,
-                         teacher_served_model, teacher_tokenizer, teacher_chat_template, n_ctx, threads)
+                         teacher_served_model, teacher_tokenizer, teacher_chat_template, n_ctx, threads,
+                            parallel)
         cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
         with SynthStore(run) as store, role_models(cluster, {"teacher": spec}, concurrency) as (roles, executor_for), \
                 phase_bar() as bar:
