@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Issue 13's "after" row: the trained model on 40 ProcessBench GSM8K samples. Resumable (the store keeps
+# finished samples). Code: a snapshot of src/ taken at the first start, the same one as pb-qwen05-base.
+set -euo pipefail
+cd "$(dirname "$0")"
+RUN=$PWD
+[ -d code/src ] || { mkdir -p code && cp -r ../pb-qwen05-base/code/src code/src && cp ../pb-qwen05-base/code/commit code/; }
+export PYTHONPATH=$RUN/code/src
+MODEL=${MODEL:-$(cd ../train-qwen05 && pwd)/model.gguf}
+echo "== $(date -u +%FT%TZ) start"
+python3 -m genprm.cli.main eval processbench --data ../../../shared/data/processbench --subsets gsm8k --limit 40 --n 1 \
+  --max-step-tokens 1024 --threads 1 --parallel 4 --model "$MODEL" --run "$RUN"
+echo "== $(date -u +%FT%TZ) done"
