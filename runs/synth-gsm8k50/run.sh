@@ -8,13 +8,13 @@ RUN=$PWD
 [ -d code/src ] || { mkdir -p code && cp -r ../../src code/src; git -C ../.. rev-parse HEAD > code/commit; }
 export PYTHONPATH=$RUN/code/src
 MODELS=${GENPRM_MODELS:-$HOME/.cache/genprm/models}
-for limit in 10 20 30 40 50; do
+for limit in ${LIMITS:-6 12 20 30 40 50}; do
   echo "== $(date -u +%FT%TZ) limit $limit"
   python3 -m genprm.cli.main synth run --problems ../../../shared/data/gsm8k/train.jsonl --limit "$limit" \
     --policy-model "$MODELS/qwen2.5-coder-0.5b-instruct.gguf" --teacher-model "$MODELS/qwen2.5-coder-1.5b-instruct.gguf" \
     --num-paths 4 --first-draws 8 --draws-per-try 8 --num-try 2 --k 4,8,16 \
     --policy-max-tokens 400 --completer-max-tokens 320 --teacher-max-tokens 1536 \
-    --threads 1 --parallel 4 --run "$RUN" --out "$RUN/genprm-train.parquet"
+    --threads "${THREADS:-1}" --parallel 4 --run "$RUN" --out "$RUN/genprm-train.parquet"
   python3 -m genprm.cli.main synth stats "$RUN" > "$RUN/stats-limit$limit.txt" 2>&1 || true
 done
 echo "== $(date -u +%FT%TZ) done"
