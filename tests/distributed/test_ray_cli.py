@@ -47,11 +47,12 @@ def head() -> Iterator[str]:
     command = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
                "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    started = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    log = Path(temp) / "ray-start.log"  # what ray start said, for the failure message
+    with log.open("wb") as output:
+        started = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
     address = f"127.0.0.1:{port}"
     try:
-        _wait_for(address, started)
+        _wait_for(address, started, log)
         yield address
     finally:
         started.terminate()  # `ray start --block` stops its processes (a signal to all of them at once
@@ -67,17 +68,20 @@ def head() -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _wait_for(address: str, started: subprocess.Popen, timeout: float = 120.0) -> None:
+def _wait_for(address: str, started: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
+    def said() -> str:
+        return log.read_text(errors="replace")[-2000:]
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if started.poll() is not None:
-            pytest.fail(f"ray start exited with {started.returncode}")
+            pytest.fail(f"ray start exited with {started.returncode}; it said:\n{said()}")
         probe = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True,
                                env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")})
         if probe.returncode == 0 and "CPU" in probe.stdout:
             return
         time.sleep(1.0)
-    pytest.fail(f"no Ray head at {address} after {timeout:g} s")
+    pytest.fail(f"no Ray head at {address} after {timeout:g} s; ray start said:\n{said()}")
 
 
 def genprm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
