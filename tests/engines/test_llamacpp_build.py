@@ -4,19 +4,17 @@ without them; the engine refuses such a build with the fix)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from genprm.engines import llamacpp_build
 from genprm.errors import EngineError
 
-llama_cpp = pytest.importorskip("llama_cpp")
+pytest.importorskip("llama_cpp")
 
 
 @pytest.mark.skipif("amx_tile" not in llamacpp_build.cpu_flags(), reason="this CPU has no AMX")
 def test_an_amx_cpu_gets_a_llama_cpp_build_without_the_faulting_amx_kernels():
-    library_dir = Path(llama_cpp.__file__).parent / "lib"
+    library_dir = llamacpp_build.installed_library_dir()
     assert list(library_dir.glob("libggml-cpu*.so*")), "llama-cpp-python has no libggml-cpu"
     assert llamacpp_build.faulting_amx_libraries(library_dir) == [], "re-run `bash scripts/setup`"
 

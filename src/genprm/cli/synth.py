@@ -337,7 +337,7 @@ def critique_command(
                                      agreement, code_timeout)
         spec = role_spec("teacher", teacher_model, teacher_engine or "llamacpp", teacher_base_url,
                          teacher_served_model, teacher_tokenizer, teacher_chat_template, n_ctx, threads,
-                            parallel)
+                         parallel)
         cluster = cluster_of(ray, replicas, gpus_per_replica, threads)
         with SynthStore(run) as store, role_models(cluster, {"teacher": spec}, concurrency) as (roles, executor_for), \
                 phase_bar() as bar:

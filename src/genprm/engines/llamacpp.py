@@ -54,7 +54,7 @@ from genprm.engines.base import (
     TokenLogprobs,
 )
 from genprm.engines.llamacpp_batch import BatchDecoder, BatchWorker, Continuation, Job, random_seed, state_header
-from genprm.engines.llamacpp_build import check_build
+from genprm.engines.llamacpp_build import check_build, installed_library_dir
 from genprm.engines.models import resolve_gguf
 from genprm.errors import ConfigError, ContextOverflowError, ModelNotFoundError
 from genprm.tokens import common_prefix_length, with_bos
@@ -193,7 +193,7 @@ class LlamaCppEngine(Engine):
         super().__init__()
         if not 1 <= parallel <= llama_cpp.llama_max_parallel_sequences():
             raise ConfigError("parallel", parallel, f"must be in 1..{llama_cpp.llama_max_parallel_sequences()}")
-        check_build(Path(llama_cpp.__file__).parent / "lib")
+        check_build(installed_library_dir())
         self.path = resolve_gguf(model)
         self._model_name = model
         threads = n_threads or max(1, os.cpu_count() or 1)

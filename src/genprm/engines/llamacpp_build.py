@@ -28,6 +28,13 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
                      for flag in line.split(":", 1)[1].split())
 
 
+def installed_library_dir() -> Path:
+    """Where the installed llama-cpp-python keeps its native libraries."""
+    import llama_cpp
+
+    return Path(llama_cpp.__file__).parent / "lib"
+
+
 def faulting_amx_libraries(library_dir: Path) -> list[str]:
     """The ggml CPU libraries in ``library_dir`` that carry the AMX kernels."""
     return [lib.name for lib in sorted(library_dir.glob("libggml-cpu*.so*")) if AMX_KERNEL in lib.read_bytes()]
