@@ -236,9 +236,13 @@ def test_top_and_candidate_reads_never_share_a_batch(engine):
         outs = list(pool.map(call, mixed))
     for request, out in zip(mixed, outs):
         expected = alone[request.top]
-        assert set(out.top) == set(expected.top)
-        for token, value in expected.top.items():
-            assert out.top[token] == pytest.approx(value, abs=1e-4)
+        # a top read that shared a batch with an ids read would hold only the ids; allow the last ranks
+        # to swap places (vLLM is not batch-invariant), not the read to shrink
+        assert len(out.top) >= request.top and (request.top or out.top == {})
+        shared = set(out.top) & set(expected.top)
+        assert len(shared) >= len(expected.top) - 2, (sorted(out.top), sorted(expected.top))
+        for token in shared:
+            assert out.top[token] == pytest.approx(expected.top[token], abs=1e-3)
         for token, value in expected.logprobs.items():
             assert (out.logprobs[token] is None) == (value is None)
 
