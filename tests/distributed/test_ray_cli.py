@@ -46,6 +46,12 @@ def head() -> Iterator[str]:
     temp = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths live under it
     command = [RAY, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
                "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp]
+    # One authentication mode for the head, the probe and the genprm drivers: `ray start` turns token
+    # auth on only when ~/.ray/auth_token exists (a local ray.init() earlier in the session makes one),
+    # while a client told RAY_AUTH_MODE=token against a head without it crashes. So name it.
+    mode = os.environ.get("RAY_AUTH_MODE") or ("token" if (Path.home() / ".ray" / "auth_token").is_file() else "disabled")
+    saved_mode = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = mode
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log = Path(temp) / "ray-start.log"  # what ray start said, for the failure message
     with log.open("wb") as output:
@@ -66,6 +72,10 @@ def head() -> Iterator[str]:
             pass
         started.wait(10)
         shutil.rmtree(temp, ignore_errors=True)
+        if saved_mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved_mode
 
 
 def _wait_for(address: str, started: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
@@ -76,8 +86,7 @@ def _wait_for(address: str, started: subprocess.Popen, log: Path, timeout: float
     while time.monotonic() < deadline:
         if started.poll() is not None:
             pytest.fail(f"ray start exited with {started.returncode}; it said:\n{said()}")
-        probe = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True,
-                               env={**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "token")})
+        probe = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True)
         if probe.returncode == 0 and "CPU" in probe.stdout:
             return
         time.sleep(1.0)
