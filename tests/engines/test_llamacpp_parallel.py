@@ -193,7 +193,9 @@ def test_a_verdict_read_after_a_batched_generation_starts_from_its_sequence(plai
     for request, verdict, mine in zip(requests, reads, read):  # the plain path: a read right after its generation
         plain.generate([request])
         theirs = plain.next_token_logprobs([verdict])[0]
-        assert mine.logprobs == pytest.approx(theirs.logprobs, abs=1e-4)
+        # a read from another path's sequence would be off by nats; llama.cpp is not batch-invariant, and
+        # an AVX2 build moved this low-probability token by 0.018 (-9.961 vs -9.943; AVX-512 built: < 1e-4)
+        assert mine.logprobs == pytest.approx(theirs.logprobs, abs=0.05)
 
 
 def test_what_does_not_fit_a_sequence_is_decoded_alone_on_the_main_context(demo_gguf, plain):
