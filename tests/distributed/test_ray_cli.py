@@ -49,9 +49,8 @@ def head() -> Iterator[str]:
     # One authentication mode for the head, the probe and the genprm drivers: `ray start` turns token
     # auth on only when ~/.ray/auth_token exists (a local ray.init() earlier in the session makes one),
     # while a client told RAY_AUTH_MODE=token against a head without it crashes. So name it.
-    mode = os.environ.get("RAY_AUTH_MODE") or ("token" if (Path.home() / ".ray" / "auth_token").is_file() else "disabled")
     saved_mode = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = mode
+    os.environ["RAY_AUTH_MODE"] = saved_mode or ("token" if (Path.home() / ".ray" / "auth_token").is_file() else "disabled")
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log = Path(temp) / "ray-start.log"  # what ray start said, for the failure message
     with log.open("wb") as output:
