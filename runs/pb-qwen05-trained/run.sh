@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Issue 13's "after" row: the trained model on 40 ProcessBench GSM8K samples. Resumable (the store keeps
-# finished samples). Code: a snapshot of src/ taken at the first start, the same one as pb-qwen05-base.
+# finished samples). Code: src/ at pb-qwen05-base's code.commit (the same code as the before row).
 set -euo pipefail
 cd "$(dirname "$0")"
 RUN=$PWD
-[ -d code/src ] || { mkdir -p code && cp -r ../pb-qwen05-base/code/src code/src && cp ../pb-qwen05-base/code/commit code/; }
+[ -d code/src ] || { mkdir -p code; c=$(cat ../pb-qwen05-base/code.commit); git -C ../.. archive "$c" src | tar -x -C code; echo "$c" > code.commit; }
 export PYTHONPATH=$RUN/code/src
 MODEL=${MODEL:-$(cd ../train-qwen05 && pwd)/model.gguf}
 # the store's samples came from the model whose sha256 is in model.sha256; a retrained model (the GGUF is

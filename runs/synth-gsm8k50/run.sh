@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Issue 12's real synthesis run, resumable: re-run this script after a stop or kill and it computes only
 # what is missing. It grows the run 10 problems at a time so the first problems go through every stage
-# early (their conversations feed the training run). Code: a snapshot of src/ taken at the first start.
+# early (their conversations feed the training run). Code: src/ at the commit in code.commit (kept in git;
+# taken from HEAD at the first start).
 set -euo pipefail
 cd "$(dirname "$0")"
 RUN=$PWD
-[ -d code/src ] || { mkdir -p code && cp -r ../../src code/src; git -C ../.. rev-parse HEAD > code/commit; }
+[ -d code/src ] || { mkdir -p code; c=$(cat code.commit 2>/dev/null || git -C ../.. rev-parse HEAD); git -C ../.. archive "$c" src | tar -x -C code; echo "$c" > code.commit; }
 export PYTHONPATH=$RUN/code/src
 MODELS=${GENPRM_MODELS:-$HOME/.cache/genprm/models}
 for limit in ${LIMITS:-6 12 20 30 40 50}; do
