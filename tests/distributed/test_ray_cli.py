@@ -23,6 +23,7 @@ from tests.distributed.ray_fixtures import needs_ray, ray
 from typer.testing import CliRunner
 
 from genprm.cli.main import app
+from genprm.executor.ray import ray_token_exists
 from genprm.synthesis.store import SynthStore
 
 RAY = shutil.which("ray")
@@ -49,13 +50,17 @@ def head() -> Iterator[str]:
     # One authentication mode for the head, the probe and the genprm drivers: `ray start` turns token
     # auth on only when ~/.ray/auth_token exists (a local ray.init() earlier in the session makes one),
     # while a client told RAY_AUTH_MODE=token against a head without it crashes. So name it.
-    saved_mode = os.environ.get("RAY_AUTH_MODE")
-    os.environ["RAY_AUTH_MODE"] = saved_mode or ("token" if (Path.home() / ".ray" / "auth_token").is_file() else "disabled")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAY_AUTH_MODE", os.environ.get("RAY_AUTH_MODE") or ("token" if ray_token_exists() else "disabled"))
+        yield from _started_head(command, temp, f"127.0.0.1:{port}")
+
+
+def _started_head(command: list[str], temp: str, address: str) -> Iterator[str]:
+    """Run ``command`` (a blocking ``ray start --head``) until the caller is done with ``address``."""
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     log = Path(temp) / "ray-start.log"  # what ray start said, for the failure message
     with log.open("wb") as output:
         started = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
-    address = f"127.0.0.1:{port}"
     try:
         _wait_for(address, started, log)
         yield address
@@ -71,10 +76,6 @@ def head() -> Iterator[str]:
             pass
         started.wait(10)
         shutil.rmtree(temp, ignore_errors=True)
-        if saved_mode is None:
-            os.environ.pop("RAY_AUTH_MODE", None)
-        else:
-            os.environ["RAY_AUTH_MODE"] = saved_mode
 
 
 def _wait_for(address: str, started: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:

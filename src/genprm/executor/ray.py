@@ -92,14 +92,18 @@ class ReplicaSettings:
                               "need unit_attempts >= 1, max_restarts >= 0, max_concurrency >= 2")
 
 
+def ray_token_exists() -> bool:
+    """Whether ``ray start`` on this machine turns token authentication on (it does when this file exists)."""
+    return (Path.home() / ".ray" / "auth_token").is_file()
+
+
 def connect(address: str) -> bool:
     """Join Ray at ``address`` unless this process already has; True when this call started Ray
     (the caller shuts it down). ``local`` starts a private instance; ``auto``, ``HOST:PORT`` and
     ``ray://HOST:PORT`` join a running cluster.
     """
-    if address != LOCAL and "ray" not in sys.modules and "RAY_AUTH_MODE" not in os.environ \
-            and (Path.home() / ".ray" / "auth_token").is_file():
-        # `ray start` turns token authentication on when this token exists. Ray 2.60 sends the token
+    if address != LOCAL and "ray" not in sys.modules and "RAY_AUTH_MODE" not in os.environ and ray_token_exists():
+        # Ray 2.60 sends the token
         # to a cluster named by an address (given, or in RAY_ADDRESS) only when told, and it reads
         # the setting once, when it is imported: so tell it before that.
         os.environ["RAY_AUTH_MODE"] = "token"
