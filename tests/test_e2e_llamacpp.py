@@ -29,11 +29,16 @@ RECORD = {
 FAST = {"max_step_tokens": 96, "seed": 7}
 
 
-@pytest.fixture(scope="module")
-def engine(demo_gguf):
+def demo_engine(demo_gguf):
+    """A fresh llama.cpp engine on the demo model: empty caches."""
     from genprm.engines.llamacpp import LlamaCppEngine
 
-    with LlamaCppEngine(str(demo_gguf), n_ctx=4096) as llm:
+    return LlamaCppEngine(str(demo_gguf), n_ctx=4096)
+
+
+@pytest.fixture(scope="module")
+def engine(demo_gguf):
+    with demo_engine(demo_gguf) as llm:
         yield llm
 
 
@@ -49,14 +54,13 @@ def test_demo_template_header_is_the_chatml_assistant_turn(engine):
 
 def test_verdict_logprobs_agree_with_and_without_the_prefix_cache(engine, demo_gguf):
     from genprm.engines.base import LogprobRequest
-    from genprm.engines.llamacpp import LlamaCppEngine
 
     text = "<|im_start|>user\nIs 2+2=4?<|im_end|>\n<|im_start|>assistant\n" + P.OUTPUT_PREFIX
     probe = verdict_probe(engine.tokenize, text)
     request = LogprobRequest(probe.prompt, (probe.yes_token, probe.no_token))
     warm = engine.next_token_logprobs([request])[0]       # the cache holds unrelated earlier calls
     again = engine.next_token_logprobs([request])[0]      # now a full prefix hit
-    with LlamaCppEngine(str(demo_gguf), n_ctx=4096) as fresh:
+    with demo_engine(demo_gguf) as fresh:
         cold = fresh.next_token_logprobs([request])[0]
     for token in request.candidates:
         assert math.isclose(warm.logprobs[token], cold.logprobs[token], abs_tol=1e-3)
@@ -98,12 +102,10 @@ def test_same_seed_same_transcripts(demo_gguf):
     the command does: a warm prefix cache evaluates the prompts in other chunks, and the kernels for other
     batch shapes move the logits in their last bits, enough to flip a sampled token (seen on AVX2 and
     AVX-512 builds when the module's earlier tests had filled the cache)."""
-    from genprm.engines.llamacpp import LlamaCppEngine
-
     config = VerifyConfig(n=1, **FAST)
     runs = []
     for _ in range(2):
-        with LlamaCppEngine(str(demo_gguf), n_ctx=4096) as llm:
+        with demo_engine(demo_gguf) as llm:
             runs.append(verify([RECORD], model=llm, config=config)[0])
     first, second = runs
     assert [p.text for s in first.steps for p in s.paths] == [p.text for s in second.steps for p in s.paths]

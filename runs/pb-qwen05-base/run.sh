@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Issue 13's "before" row: the base model on 40 ProcessBench GSM8K samples. Resumable (the store keeps
-# finished samples). Code: src/ at the commit in code.commit (kept in git; taken from HEAD at the first start); pb-qwen05-trained uses the same one.
+# finished samples). Code: src/ at the commit in code.commit (kept in git; taken from HEAD at the first
+# start); pb-qwen05-trained uses the same one.
 set -euo pipefail
 cd "$(dirname "$0")"
 RUN=$PWD
-[ -d code/src ] || { mkdir -p code; c=$(cat code.commit 2>/dev/null || git -C ../.. rev-parse HEAD); git -C ../.. archive "$c" src | tar -x -C code; echo "$c" > code.commit; }
+. ../code-at-commit.sh code.commit
 export PYTHONPATH=$RUN/code/src
 MODEL=${MODEL:-$HOME/.cache/genprm/models/qwen2.5-coder-0.5b-instruct.gguf}
 echo "== $(date -u +%FT%TZ) start"

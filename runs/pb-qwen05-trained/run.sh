@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 RUN=$PWD
-[ -d code/src ] || { mkdir -p code; c=$(cat ../pb-qwen05-base/code.commit); git -C ../.. archive "$c" src | tar -x -C code; echo "$c" > code.commit; }
+. ../code-at-commit.sh ../pb-qwen05-base/code.commit
 export PYTHONPATH=$RUN/code/src
 MODEL=${MODEL:-$(cd ../train-qwen05 && pwd)/model.gguf}
 # the store's samples came from the model whose sha256 is in model.sha256; a retrained model (the GGUF is

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 RUN=$PWD
-[ -d code/src ] || { mkdir -p code; c=$(cat code.commit 2>/dev/null || git -C ../.. rev-parse HEAD); git -C ../.. archive "$c" src | tar -x -C code; echo "$c" > code.commit; }
+. ../code-at-commit.sh code.commit
 export PYTHONPATH=$RUN/code/src
 MODELS=${GENPRM_MODELS:-$HOME/.cache/genprm/models}
 for limit in ${LIMITS:-6 12 20 30 40 50}; do

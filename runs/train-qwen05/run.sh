@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 RUN=$PWD
-[ -d code/src ] || { mkdir -p code; c=$(cat code.commit 2>/dev/null || git -C ../.. rev-parse HEAD); git -C ../.. archive "$c" src | tar -x -C code; echo "$c" > code.commit; }
+. ../code-at-commit.sh code.commit
 export PYTHONPATH=$RUN/code/src
 [ -f data.parquet ] || cp ../synth-gsm8k50/genprm-train.parquet data.parquet
 BASE=${BASE:-$HOME/.cache/genprm/hf/qwen2.5-coder-0.5b-instruct}

@@ -103,9 +103,8 @@ def connect(address: str) -> bool:
     ``ray://HOST:PORT`` join a running cluster.
     """
     if address != LOCAL and "ray" not in sys.modules and "RAY_AUTH_MODE" not in os.environ and ray_token_exists():
-        # Ray 2.60 sends the token
-        # to a cluster named by an address (given, or in RAY_ADDRESS) only when told, and it reads
-        # the setting once, when it is imported: so tell it before that.
+        # Ray 2.60 sends the token to a cluster named by an address (given, or in RAY_ADDRESS) only
+        # when told, and it reads the setting once, when it is imported: so tell it before that.
         os.environ["RAY_AUTH_MODE"] = "token"
     ray = require_ray()
     if ray.is_initialized():
