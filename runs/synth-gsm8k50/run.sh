@@ -15,7 +15,8 @@ for limit in ${LIMITS:-6 12 20 30 40 50}; do
     --policy-model "$MODELS/qwen2.5-coder-0.5b-instruct.gguf" --teacher-model "$MODELS/qwen2.5-coder-1.5b-instruct.gguf" \
     --num-paths 4 --first-draws 8 --draws-per-try 8 --num-try 2 --k 4,8,16 \
     --policy-max-tokens 400 --completer-max-tokens 320 --teacher-max-tokens 1536 \
-    --threads "${THREADS:-1}" --parallel 4 --run "$RUN" --out "$RUN/genprm-train.parquet"
-  python3 -m genprm.cli.main synth stats "$RUN" > "$RUN/stats-limit$limit.txt" 2>&1 || true
+    --threads "${THREADS:-2}" --parallel 4 --run "$RUN" --out "$RUN/genprm-train.parquet"
+  # the funnel when this pass first completes (a resumed run repeats earlier passes: keep their snapshots)
+  [ -f "$RUN/stats-limit$limit.txt" ] || python3 -m genprm.cli.main synth stats "$RUN" > "$RUN/stats-limit$limit.txt" 2>&1 || true
 done
 echo "== $(date -u +%FT%TZ) done"
