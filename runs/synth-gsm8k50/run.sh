@@ -16,7 +16,11 @@ for limit in ${LIMITS:-6 12 20 30 40 50}; do
     --num-paths 4 --first-draws 8 --draws-per-try 8 --num-try 2 --k 4,8,16 \
     --policy-max-tokens 400 --completer-max-tokens 320 --teacher-max-tokens 1536 \
     --threads "${THREADS:-2}" --parallel 4 --run "$RUN" --out "$RUN/genprm-train.parquet"
-  # the funnel when this pass first completes (a resumed run repeats earlier passes: keep their snapshots)
-  [ -f "$RUN/stats-limit$limit.txt" ] || python3 -m genprm.cli.main synth stats "$RUN" > "$RUN/stats-limit$limit.txt" 2>&1 || true
+  # the funnel when this pass first completes: a resumed run repeats earlier passes (their stages process
+  # all stored work, later problems' too), so write it only while the store holds exactly $limit problems
+  if [ ! -f "$RUN/stats-limit$limit.txt" ]; then
+    stats=$(python3 -m genprm.cli.main synth stats "$RUN" 2>&1 || true)
+    if grep -Eq "^\| problems \| read \| $limit \|" <<<"$stats"; then printf '%s\n' "$stats" > "$RUN/stats-limit$limit.txt"; fi
+  fi
 done
 echo "== $(date -u +%FT%TZ) done"
