@@ -20,7 +20,7 @@ from genprm.synthesis.problems import Skipped
 from genprm.synthesis.rollouts import RolloutSettings
 from genprm.synthesis.solutions import SolutionSettings
 from genprm.synthesis.stages import run_labels, run_rollouts, run_solutions
-from genprm.synthesis.stats import funnel
+from genprm.synthesis.stats import funnel, funnel_values
 from genprm.synthesis.store import SynthStore
 from genprm.synthesis.teacher_stages import run_critiques, run_export, run_filter
 
@@ -204,6 +204,30 @@ def test_the_funnel_counts_every_stage(tmp_path):
     assert sections["consensus filter"]["filter rate (dropped share)"] == "0.000"
     assert sections["export"]["conversations"] == "4"
     assert sections["export"]["mean assistant turns"] == "2.500"
+
+
+def test_stats_json_gives_the_funnel_as_plain_numbers(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from genprm.cli.main import app
+
+    run_all(tmp_path, ScriptedRoles())
+    result = CliRunner().invoke(app, ["synth", "stats", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    values = json.loads(result.stdout)
+    with SynthStore(tmp_path) as store:
+        assert values == json.loads(json.dumps(funnel_values(funnel(store))))
+    assert values["problems"]["read"] == 3 and values["problems"]["kept"] == 1
+    draws = values["solutions (stage 1)"]["draws"]
+    assert isinstance(draws, int) and 0 < values["solutions (stage 1)"]["valid"] <= draws
+    assert values["labels (RPE)"]["first error at step"] == {"none": 2, "2": 2}
+    good_bad = values["labels (RPE)"]["steps good / bad"]
+    assert good_bad["good"] > 0 and good_bad["bad"] > 0
+    assert values["rollouts (stage 2)"]["dynamic K"]["k"] == list(SETTINGS.rollouts.ks)
+    assert values["consensus filter"]["filter rate (dropped share)"] == 0.0
+    assert values["export"]["conversations"] == 4 and values["export"]["mean assistant turns"] == 2.5
 
 
 @pytest.mark.parametrize("stage", ["rollouts", "label"])

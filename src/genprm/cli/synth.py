@@ -5,6 +5,7 @@ what the earlier ones stored in the run folder.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,7 +36,7 @@ from genprm.synthesis.problems import read_problems
 from genprm.synthesis.rollouts import MC1_SOURCES, RolloutSettings
 from genprm.synthesis.solutions import SolutionSettings
 from genprm.synthesis.stages import StageReport, run_labels, run_rollouts, run_solutions
-from genprm.synthesis.stats import funnel
+from genprm.synthesis.stats import funnel, funnel_values
 from genprm.synthesis.store import SynthStore
 from genprm.synthesis.teacher_stages import run_critiques, run_export, run_filter
 
@@ -113,6 +114,8 @@ Out = Annotated[Path | None, typer.Option(help=f"The conversations file, .parque
 AfterFirstError = Annotated[str, typer.Option(help="end: a conversation ends after its first No turn; keep: "
                                               "every step gets a turn.")]
 KeepStepPrefixes = Annotated[bool, typer.Option("--keep-step-prefixes", help="Keep 'Step k: ' in user turns.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the funnel as JSON on stdout ({section: {what: value}}, "
+                                      "plain numbers) instead of the Markdown table on stderr, for scripts.")]
 FirstTurn = Annotated[str, typer.Option(help="question: 'Question: {problem}\\n\\n{step}'; plain.")]
 RunFolder = Annotated[Path, typer.Argument(help="The synthesis run folder (holding store.sqlite).")]
 
@@ -370,10 +373,10 @@ def export_command(
 
 
 @synth_app.command("stats")
-def stats_command(run: RunFolder) -> None:
+def stats_command(run: RunFolder, as_json: AsJson = False) -> None:
     """The funnel: problems, solutions, rollouts, labels, critiques, consensus and conversations."""
     with fail_on_errors():
-        _print_funnel(run)
+        _print_funnel(run, as_json)
 
 
 def _remember(store: SynthStore, specs: dict[str, RoleSpec]) -> None:
@@ -387,12 +390,15 @@ def _remembered(store: SynthStore, role: str) -> dict[str, str]:
     return value if isinstance(value, dict) else {}
 
 
-def _print_funnel(run: Path) -> None:
-    """The funnel as a Markdown table: readable in a log and ready for a README."""
+def _print_funnel(run: Path, as_json: bool = False) -> None:
+    """The funnel as a Markdown table (readable in a log, ready for a README) or as JSON for scripts."""
     if not (run / "store.sqlite").exists():
         raise ConfigError("run", str(run), "holds no synthesis store")
     with SynthStore(run) as store:
         sections = funnel(store)
+    if as_json:
+        typer.echo(json.dumps(funnel_values(sections), indent=2))
+        return
     lines = [f"Synthesis funnel — {run}", "", "| stage | what | ours | paper |", "|---|---|---|---|"]
     for section in sections:
         for i, (what, ours, paper) in enumerate(section.rows):

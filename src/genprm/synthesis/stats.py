@@ -22,15 +22,28 @@ PAPER_CONVERSATIONS = 22557
 MC1_BINS = 10
 
 
+_SAME = object()
+
+
 @dataclass
 class Section:
-    """One part of the funnel: rows of (what, ours, the paper's when it gives one)."""
+    """One part of the funnel: rows of (what, ours, the paper's when it gives one) for the table, and
+    the same figures as plain numbers, strings and dicts in ``values`` for ``stats --json``.
+    """
 
     title: str
     rows: list[tuple[str, str, str]] = field(default_factory=list)
+    values: dict[str, Any] = field(default_factory=dict)
 
-    def add(self, what: str, ours: Any, paper: str = "") -> None:
+    def add(self, what: str, ours: Any, paper: str = "", raw: Any = _SAME) -> None:
+        """``raw`` is the machine-readable figure where the table shows a formatted one."""
         self.rows.append((what, _text(ours), paper))
+        self.values[what] = ours if raw is _SAME else raw
+
+
+def funnel_values(sections: list[Section]) -> dict[str, dict[str, Any]]:
+    """The funnel as ``{section: {what: value}}``: what ``genprm synth stats --json`` prints."""
+    return {section.title: dict(section.values) for section in sections}
 
 
 def _text(value: Any) -> str:
@@ -83,7 +96,7 @@ def _solutions_section(store: SynthStore, draw_key: str, chosen: dict[str, Any])
     valid = [d for d in draws if d.valid]
     section = Section("solutions (stage 1)")
     section.add("draws", len(draws))
-    section.add("valid", _share(len(valid), len(draws)))
+    section.add("valid", _share(len(valid), len(draws)), raw=len(valid))
     section.add("correct share of valid", sum(d.correct for d in valid) / len(valid) if valid else None)
     section.add("generated tokens", sum(d.tokens for d in draws))
     section.add("unit seconds (sum)", round(sum(r.get("seconds", 0.0) for f in rounds.values() for r in f.values())))
@@ -107,8 +120,9 @@ def _later_sections(store: SynthStore) -> list[Section]:
         section.add("generated tokens", sum(x.completion_tokens for c in chunks.values() for x in c))
         section.add("cut by the token budget", sum(x.lengths for c in chunks.values() for x in c))
         section.add("unit seconds (sum)", round(sum(x.seconds for c in chunks.values() for x in c)))
-        section.add("dynamic K", f"{rollout_settings_of(rollouts).ks} at MC(s_1) edges "
-                                  f"{rollout_settings_of(rollouts).k_edges}", "(128, 64, 32) at (0.1, 0.9)")
+        settings = rollout_settings_of(rollouts)
+        section.add("dynamic K", f"{settings.ks} at MC(s_1) edges {settings.k_edges}", "(128, 64, 32) at (0.1, 0.9)",
+                    raw={"k": list(settings.ks), "mc_s1_edges": list(settings.k_edges)})
         sections.append(section)
     label = store.stage("label")
     if label is not None:
@@ -146,7 +160,7 @@ def _later_sections(store: SynthStore) -> list[Section]:
             missing = sum(not f["resolved"] for f in of_stage)
             last = of_stage[-1]["reason"]
             section.add(stage, f"{len(of_stage)} recorded, {missing} still missing (the next run retries them); "
-                               f"last: {last}")
+                               f"last: {last}", raw={"recorded": len(of_stage), "missing": missing, "last": last})
         sections.append(section)
     return sections
 
@@ -157,8 +171,10 @@ def _label_section(store: SynthStore, key: str) -> Section:
     firsts = Counter(v["first_error"] for v in labels)
     section = Section("labels (RPE)")
     section.add("solutions labelled", len(labels))
-    section.add("steps good / bad", f"{sum(steps)} / {len(steps) - sum(steps)}")
-    section.add("first error at step", {("none" if k < 0 else k + 1): firsts[k] for k in sorted(firsts)})
+    section.add("steps good / bad", f"{sum(steps)} / {len(steps) - sum(steps)}",
+                raw={"good": sum(steps), "bad": len(steps) - sum(steps)})
+    section.add("first error at step", {("none" if k < 0 else k + 1): firsts[k] for k in sorted(firsts)},
+                raw={("none" if k < 0 else str(k + 1)): firsts[k] for k in sorted(firsts)})
     section.add("K used (solutions)", dict(sorted(Counter(v["k"] for v in labels).items())))
     return section
 
