@@ -171,10 +171,9 @@ def _label_section(store: SynthStore, key: str) -> Section:
     firsts = Counter(v["first_error"] for v in labels)
     section = Section("labels (RPE)")
     section.add("solutions labelled", len(labels))
-    section.add("steps good / bad", f"{sum(steps)} / {len(steps) - sum(steps)}",
-                raw={"good": sum(steps), "bad": len(steps) - sum(steps)})
-    section.add("first error at step", {("none" if k < 0 else k + 1): firsts[k] for k in sorted(firsts)},
-                raw={("none" if k < 0 else str(k + 1)): firsts[k] for k in sorted(firsts)})
+    good, bad = sum(steps), len(steps) - sum(steps)
+    section.add("steps good / bad", f"{good} / {bad}", raw={"good": good, "bad": bad})
+    section.add("first error at step", {("none" if k < 0 else str(k + 1)): firsts[k] for k in sorted(firsts)})
     section.add("K used (solutions)", dict(sorted(Counter(v["k"] for v in labels).items())))
     return section
 
