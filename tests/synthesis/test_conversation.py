@@ -5,6 +5,7 @@ with a reason; conversations are written to Parquet and JSONL with a ``messages`
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 
 import pytest
@@ -236,3 +237,14 @@ def test_an_unknown_suffix_is_refused(tmp_path):
 
     with pytest.raises(ConfigError, match="parquet"):
         write_conversations(rows(), tmp_path / "train.csv")
+
+
+def test_parquet_without_pyarrow_names_the_users_file_and_writes_nothing(tmp_path, monkeypatch):
+    from genprm.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # as if not installed: import raises ImportError
+    path = tmp_path / "train.parquet"
+    with pytest.raises(ConfigError, match="genprm\\[synth\\]") as caught:
+        write_conversations(rows(), path)
+    assert f"'{path}'" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from genprm.cli.common import err, fail_on_errors
 from genprm.training import TrainConfig, train
-from genprm.training.progress import TrainProgress
+
+if TYPE_CHECKING:  # the module imports transformers: the CLI must start without the train extra
+    from genprm.training.progress import TrainProgress
 
 
 def train_command(

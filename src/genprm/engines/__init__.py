@@ -25,13 +25,15 @@ from genprm.engines.base import (
 )
 from genprm.errors import ConfigError, MissingDependencyError
 
-# name -> (module, factory attribute, pip package it needs, extra that installs it)
+# name -> (module, factory attribute, module it imports, extra that installs it)
 _BACKENDS: dict[str, tuple[str, str, str | None, str | None]] = {
     "llamacpp": ("genprm.engines.llamacpp", "LlamaCppEngine", "llama_cpp", "llamacpp"),
     "openai": ("genprm.engines.openai_compat", "OpenAIEngine", "httpx", "openai"),
     "vllm": ("genprm.engines.vllm_engine", "VLLMEngine", "vllm", "vllm"),
     "scripted": ("genprm.engines.scripted", "ScriptedEngine", None, None),
 }
+
+_PIP_NAMES = {"llama_cpp": "llama-cpp-python"}  # where the distribution's name differs from its module's
 
 
 def available_engines() -> list[str]:
@@ -45,7 +47,7 @@ def engine_class(name: str) -> Callable[..., Engine]:
         raise ConfigError("engine", name, f"choose one of {', '.join(_BACKENDS)}")
     module, attribute, needs, extra = _BACKENDS[name]
     if needs is not None and importlib.util.find_spec(needs) is None:
-        raise MissingDependencyError(needs.replace("_", "-"), extra or name)
+        raise MissingDependencyError(_PIP_NAMES.get(needs, needs), extra or name)
     factory: Callable[..., Engine] = getattr(importlib.import_module(module), attribute)
     return factory
 

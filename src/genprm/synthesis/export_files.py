@@ -27,6 +27,8 @@ def write_conversations(rows: Iterable[dict[str, Any]], path: Path) -> int:
     suffix = target.suffix.lower()
     if suffix not in SUFFIXES:
         raise ConfigError("out", str(target), f"the file must end in {' or '.join(SUFFIXES)}")
+    if suffix == ".parquet":
+        _pyarrow(target)  # before any work, and naming the user's path rather than the temporary file
     table = [_row(row, i) for i, row in enumerate(rows)]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -45,8 +47,7 @@ def read_conversations(path: Path) -> list[dict[str, Any]]:
     """Read back what :func:`write_conversations` wrote (both formats), as a list of rows."""
     target = Path(path)
     if target.suffix.lower() == ".parquet":
-        import pyarrow.parquet as pq
-
+        _, pq = _pyarrow(target)
         return list(pq.read_table(target).to_pylist())
     with target.open(encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
@@ -73,12 +74,18 @@ def _write_jsonl(rows: list[dict[str, Any]], path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+def _pyarrow(path: Path) -> tuple[Any, Any]:
+    """``pyarrow`` and ``pyarrow.parquet``, or a one-line fix naming ``path``."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
-    except ImportError as exc:  # pragma: no cover - depends on the environment
+    except ImportError as exc:
         raise ConfigError("out", str(path), "Parquet needs pyarrow: pip install 'genprm[synth]'") from exc
+    return pa, pq
+
+
+def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+    pa, pq = _pyarrow(path)
     turn = pa.struct([("content", pa.string()), ("role", pa.string())])
     columns: dict[str, Any] = {
         CONVERSATIONS: pa.array([r[CONVERSATIONS] for r in rows], type=pa.list_(turn)),
