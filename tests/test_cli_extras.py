@@ -78,3 +78,15 @@ def test_a_command_that_needs_a_missing_extra_says_which(tmp_path, args, needs):
     assert "Traceback" not in done.stdout and "ModuleNotFoundError" not in done.stdout, done.stdout
     assert needs in done.stdout, done.stdout
     assert not done.stdout.startswith("EXIT 0"), done.stdout
+
+
+def test_version_is_printed_without_any_extra():
+    from genprm import __version__
+
+    done = _run("""
+        result = CliRunner().invoke(app, ["--version"])
+        print("EXIT", result.exit_code)
+        print(result.output)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["EXIT", "0", "genprm", __version__]

@@ -9,10 +9,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from genprm import __version__
 from genprm.cli.common import describe, err, fail, fail_on_errors
 from genprm.cli.evaluate import eval_app
 from genprm.cli.options import (
@@ -60,6 +62,22 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"genprm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def genprm_options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print genprm's version and exit.")] = False,
+) -> None:
+    """Generative process reward models: verify math solutions step by step (GenPRM)."""
+
+
 app.add_typer(eval_app, name="eval")
 app.add_typer(synth_app, name="synth")
 app.command("report")(report_command)
