@@ -25,7 +25,7 @@ _PRELUDE = textwrap.dedent(f"""
     import sys
     for name in {OPTIONAL!r}:
         sys.modules[name] = None
-    import click, typer
+    import typer
     from typer.testing import CliRunner
     from genprm.cli.main import app
 """)

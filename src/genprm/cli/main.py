@@ -75,7 +75,7 @@ def genprm_options(
     version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                           help="Print genprm's version and exit.")] = False,
 ) -> None:
-    """Generative process reward models: verify math solutions step by step (GenPRM)."""
+    """Options of ``genprm`` itself, before any command (the group's help text is the app's ``help``)."""
 
 
 app.add_typer(eval_app, name="eval")
